@@ -1,0 +1,348 @@
+#include "fs/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "meta/names.h"
+#include "util/log.h"
+#include "zipperfs.h"
+
+/* The kernel asks for at most this much per read (max_pages) and reads
+ * ahead this far. */
+#define FS_MAX_READ (1u << 20)
+
+struct fs_state {
+    struct zfs *zfs;
+    time_t mount_time; /* directories have no time of their own in a bucket */
+};
+
+static struct fs_state *fs_state(void)
+{
+    return fuse_get_context()->private_data;
+}
+
+/* Failures the caller cannot act on more precisely become EIO; the log
+ * already says what happened. */
+static int fs_errno(int rc)
+{
+    switch (rc) {
+    case -ESTALE:
+    case -EPROTO:
+    case -ECANCELED:
+    case -EFBIG:
+        return -EIO;
+    default:
+        return rc;
+    }
+}
+
+static void fill_stat(const struct fs_state *fs, const struct meta_attr *a, struct stat *st)
+{
+    const struct zfs_config *cfg = &fs->zfs->cfg;
+    memset(st, 0, sizeof(*st));
+    st->st_uid = cfg->uid;
+    st->st_gid = cfg->gid;
+    if (a->is_dir) {
+        st->st_mode = S_IFDIR | (cfg->dir_mode & 07777);
+        st->st_nlink = 2;
+        st->st_mtim.tv_sec = fs->mount_time;
+    } else {
+        st->st_mode = S_IFREG | (cfg->file_mode & 07777);
+        st->st_nlink = 1;
+        st->st_size = (off_t)a->attr.size;
+        st->st_blocks = (blkcnt_t)((a->attr.size + 511) / 512);
+        st->st_mtim.tv_sec = a->attr.mtime_sec;
+        st->st_mtim.tv_nsec = a->attr.mtime_nsec;
+    }
+    st->st_blksize = FS_MAX_READ;
+    st->st_ctim = st->st_mtim;
+    st->st_atim = st->st_mtim;
+}
+
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+    struct fs_state *fs = fuse_get_context()->private_data;
+    const struct zfs_config *zc = &fs->zfs->cfg;
+
+    conn->max_readahead = FS_MAX_READ;
+    if (conn->capable & FUSE_CAP_READDIRPLUS)
+        conn->want |= FUSE_CAP_READDIRPLUS;
+    /* objects cannot be written through the mount: no need to take the
+     * inode lock around reads */
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+        conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    cfg->entry_timeout = zc->stat_ttl_s;
+    cfg->attr_timeout = zc->stat_ttl_s;
+    cfg->negative_timeout = zc->negative_ttl_s;
+    /* keep cached pages while an object's mtime and size are unchanged */
+    cfg->auto_cache = 1;
+    cfg->use_ino = 0;
+    log_info("mounted (max read %u KiB)", FS_MAX_READ / 1024);
+    return fs;
+}
+
+static void fs_destroy(void *private_data)
+{
+    (void)private_data;
+    log_info("unmounted");
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs_state *fs = fs_state();
+    struct meta_attr a;
+    int rc = meta_getattr(fs->zfs->meta, names_key_of_path(path), &a);
+    if (rc < 0)
+        return fs_errno(rc);
+    fill_stat(fs, &a, st);
+    return 0;
+}
+
+static int fs_opendir(const char *path, struct fuse_file_info *fi)
+{
+    struct fs_state *fs = fs_state();
+    struct meta_dir *d;
+    int rc = meta_opendir(fs->zfs->meta, names_key_of_path(path), &d);
+    if (rc < 0)
+        return fs_errno(rc);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    (void)path;
+    (void)offset;
+    struct fs_state *fs = fs_state();
+    struct meta_dir *d = (struct meta_dir *)(uintptr_t)fi->fh;
+    enum fuse_fill_dir_flags fill = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0;
+    struct stat st;
+
+    /* offset 0 everywhere: libfuse buffers the whole listing */
+    if (filler(buf, ".", NULL, 0, 0) || filler(buf, "..", NULL, 0, 0))
+        return 0;
+    for (size_t i = 0; i < d->count; i++) {
+        fill_stat(fs, &d->entries[i].attr, &st);
+        if (filler(buf, d->entries[i].name, &st, 0, fill))
+            break;
+    }
+    return 0;
+}
+
+static int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    meta_dir_put((struct meta_dir *)(uintptr_t)fi->fh);
+    return 0;
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+    struct fs_state *fs = fs_state();
+    const char *key = names_key_of_path(path);
+    struct meta_attr a;
+    struct reader *r;
+    int rc;
+
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+        return -EROFS;
+    if ((rc = meta_getattr(fs->zfs->meta, key, &a)) < 0)
+        return fs_errno(rc);
+    if (a.is_dir)
+        return -EISDIR;
+    if ((rc = reader_new(&fs->zfs->reader_cfg, fs->zfs->store, key, &a.attr, &r)) < 0)
+        return rc;
+    fi->fh = (uint64_t)(uintptr_t)r;
+    return 0;
+}
+
+static int fs_read(const char *path, char *buf, size_t size, off_t off,
+                   struct fuse_file_info *fi)
+{
+    struct fs_state *fs = fs_state();
+    struct reader *r = (struct reader *)(uintptr_t)fi->fh;
+    if (off < 0)
+        return -EINVAL;
+    ssize_t n = reader_read(r, buf, size, (uint64_t)off);
+    if (n == -ESTALE)
+        meta_invalidate(fs->zfs->meta, names_key_of_path(path));
+    if (n < 0)
+        return fs_errno((int)n);
+    return (int)n;
+}
+
+static int fs_release(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    reader_free((struct reader *)(uintptr_t)fi->fh);
+    return 0;
+}
+
+static int fs_statfs(const char *path, struct statvfs *sv)
+{
+    (void)path;
+    memset(sv, 0, sizeof(*sv));
+    sv->f_bsize = FS_MAX_READ;
+    sv->f_frsize = 4096;
+    sv->f_namemax = NAMES_MAX_COMPONENT;
+    return 0;
+}
+
+static int fs_access(const char *path, int mask)
+{
+    struct fs_state *fs = fs_state();
+    struct meta_attr a;
+    int rc = meta_getattr(fs->zfs->meta, names_key_of_path(path), &a);
+    if (rc < 0)
+        return fs_errno(rc);
+    return (mask & W_OK) ? -EROFS : 0;
+}
+
+/* Everything that would change the bucket. */
+static int fs_rofs_path(const char *path, mode_t mode)
+{
+    (void)path;
+    (void)mode;
+    return -EROFS;
+}
+
+static int fs_rofs_2path(const char *from, const char *to)
+{
+    (void)from;
+    (void)to;
+    return -EROFS;
+}
+
+static int fs_rofs_unlink(const char *path)
+{
+    (void)path;
+    return -EROFS;
+}
+
+static int fs_rofs_rename(const char *from, const char *to, unsigned int flags)
+{
+    (void)flags;
+    return fs_rofs_2path(from, to);
+}
+
+static int fs_rofs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)fi;
+    return fs_rofs_path(path, mode);
+}
+
+static int fs_rofs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+    (void)uid;
+    (void)gid;
+    (void)fi;
+    return fs_rofs_path(path, 0);
+}
+
+static int fs_rofs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    (void)size;
+    (void)fi;
+    return fs_rofs_path(path, 0);
+}
+
+static int fs_rofs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)fi;
+    return fs_rofs_path(path, mode);
+}
+
+static int fs_rofs_mknod(const char *path, mode_t mode, dev_t dev)
+{
+    (void)dev;
+    return fs_rofs_path(path, mode);
+}
+
+static int fs_rofs_write(const char *path, const char *buf, size_t size, off_t off,
+                         struct fuse_file_info *fi)
+{
+    (void)buf;
+    (void)size;
+    (void)off;
+    (void)fi;
+    return fs_rofs_path(path, 0);
+}
+
+static int fs_rofs_utimens(const char *path, const struct timespec tv[2],
+                           struct fuse_file_info *fi)
+{
+    (void)tv;
+    (void)fi;
+    return fs_rofs_path(path, 0);
+}
+
+static int fs_rofs_setxattr(const char *path, const char *name, const char *value, size_t size,
+                            int flags)
+{
+    (void)name;
+    (void)value;
+    (void)size;
+    (void)flags;
+    return fs_rofs_path(path, 0);
+}
+
+static int fs_rofs_removexattr(const char *path, const char *name)
+{
+    (void)name;
+    return fs_rofs_path(path, 0);
+}
+
+static const struct fuse_operations fs_ops = {
+    .init = fs_init,
+    .destroy = fs_destroy,
+    .getattr = fs_getattr,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .releasedir = fs_releasedir,
+    .open = fs_open,
+    .read = fs_read,
+    .release = fs_release,
+    .statfs = fs_statfs,
+    .access = fs_access,
+    .mkdir = fs_rofs_path,
+    .rmdir = fs_rofs_unlink,
+    .unlink = fs_rofs_unlink,
+    .symlink = fs_rofs_2path,
+    .link = fs_rofs_2path,
+    .rename = fs_rofs_rename,
+    .chmod = fs_rofs_chmod,
+    .chown = fs_rofs_chown,
+    .truncate = fs_rofs_truncate,
+    .create = fs_rofs_create,
+    .mknod = fs_rofs_mknod,
+    .write = fs_rofs_write,
+    .utimens = fs_rofs_utimens,
+    .setxattr = fs_rofs_setxattr,
+    .removexattr = fs_rofs_removexattr,
+};
+
+const struct fuse_operations *fs_operations(void)
+{
+    return &fs_ops;
+}
+
+struct fs_state *fs_state_new(struct zfs *z)
+{
+    struct fs_state *fs = calloc(1, sizeof(*fs));
+    if (!fs)
+        return NULL;
+    fs->zfs = z;
+    fs->mount_time = time(NULL);
+    return fs;
+}
+
+void fs_state_free(struct fs_state *fs)
+{
+    free(fs);
+}

@@ -1,0 +1,376 @@
+#include "http/http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/auth.h"
+#include "util/clock.h"
+#include "util/errmap.h"
+#include "util/log.h"
+
+/* Error bodies are only kept for the log line. */
+#define HTTP_ERROR_BODY_CAP 4096
+
+struct http_client {
+    struct http_client_config cfg;
+    CURLSH *share; /* DNS cache shared by all handles */
+    pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    pthread_mutex_t pool_lock; /* guards idle[] and idle_count */
+    CURL **idle;               /* handles not in use; each keeps its connections */
+    size_t idle_count;
+    size_t idle_alloc;
+};
+
+void http_client_config_default(struct http_client_config *cfg)
+{
+    retry_policy_default(&cfg->retry);
+    cfg->connect_timeout_ms = 10000;
+    cfg->stall_timeout_s = 30;
+    cfg->user_agent = "zipperfs/0.1";
+}
+
+static void share_lock(CURL *h, curl_lock_data data, curl_lock_access access, void *arg)
+{
+    (void)h;
+    (void)access;
+    struct http_client *c = arg;
+    pthread_mutex_lock(&c->share_locks[data]);
+}
+
+static void share_unlock(CURL *h, curl_lock_data data, void *arg)
+{
+    (void)h;
+    struct http_client *c = arg;
+    pthread_mutex_unlock(&c->share_locks[data]);
+}
+
+int http_client_new(const struct http_client_config *cfg, struct http_client **out)
+{
+    struct http_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->cfg = *cfg;
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_init(&c->share_locks[i], NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    c->share = curl_share_init();
+    if (!c->share) {
+        http_client_free(c);
+        return -ENOMEM;
+    }
+    curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+    curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
+    curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    *out = c;
+    return 0;
+}
+
+void http_client_free(struct http_client *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->idle_count; i++)
+        curl_easy_cleanup(c->idle[i]);
+    free(c->idle);
+    if (c->share)
+        curl_share_cleanup(c->share);
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+        pthread_mutex_destroy(&c->share_locks[i]);
+    pthread_mutex_destroy(&c->pool_lock);
+    free(c);
+}
+
+static CURL *pool_take(struct http_client *c)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->idle_count > 0)
+        h = c->idle[--c->idle_count];
+    pthread_mutex_unlock(&c->pool_lock);
+    if (h)
+        curl_easy_reset(h); /* keeps live connections */
+    else
+        h = curl_easy_init();
+    return h;
+}
+
+static void pool_give(struct http_client *c, CURL *h)
+{
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->idle_count == c->idle_alloc) {
+        size_t want = c->idle_alloc ? c->idle_alloc * 2 : 16;
+        CURL **grown = realloc(c->idle, want * sizeof(*grown));
+        if (!grown) {
+            pthread_mutex_unlock(&c->pool_lock);
+            curl_easy_cleanup(h);
+            return;
+        }
+        c->idle = grown;
+        c->idle_alloc = want;
+    }
+    c->idle[c->idle_count++] = h;
+    pthread_mutex_unlock(&c->pool_lock);
+}
+
+/* State of one attempt, seen by the curl callbacks. */
+struct attempt {
+    CURL *handle;
+    const struct http_request *req;
+    uint64_t delivered;     /* body bytes handed to the sink over all attempts */
+    uint64_t skip;          /* bytes to drop before delivering (a 200 to a ranged GET) */
+    uint64_t limit;         /* deliver no more than this many bytes in total (ranged) */
+    long status;            /* known once headers are in */
+    bool status_known;
+    int sink_error;         /* what the sink returned, if it aborted */
+    struct dynbuf error_body;
+};
+
+static void attempt_learn_status(struct attempt *a)
+{
+    if (a->status_known)
+        return;
+    curl_easy_getinfo(a->handle, CURLINFO_RESPONSE_CODE, &a->status);
+    a->status_known = true;
+    /* A server that ignores Range (or, as some emulators do for a range
+     * past the end, answers 200) sends the whole object: drop the part
+     * before the range. */
+    if (a->req->has_range && a->status == 200)
+        a->skip = a->req->range_start + a->delivered;
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct attempt *a = arg;
+    size_t len = size * nmemb;
+    size_t total = len;
+
+    attempt_learn_status(a);
+    if (a->status < 200 || a->status >= 300) {
+        size_t room = HTTP_ERROR_BODY_CAP - a->error_body.len;
+        dynbuf_append(&a->error_body, data, len < room ? len : room);
+        return total;
+    }
+    if (a->skip > 0) {
+        size_t drop = a->skip < len ? (size_t)a->skip : len;
+        a->skip -= drop;
+        data += drop;
+        len -= drop;
+    }
+    if (a->req->has_range && a->delivered + len > a->limit)
+        len = a->limit > a->delivered ? (size_t)(a->limit - a->delivered) : 0;
+    if (len == 0)
+        return total;
+    int rc;
+    if (a->req->on_data)
+        rc = a->req->on_data(a->req->on_data_arg, data, len);
+    else if (a->req->body_out)
+        rc = dynbuf_append(a->req->body_out, data, len);
+    else
+        rc = 0;
+    if (rc < 0) {
+        a->sink_error = rc;
+        return 0; /* aborts the transfer */
+    }
+    a->delivered += len;
+    return total;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct attempt *a = arg;
+    size_t len = size * nmemb;
+    size_t line = len;
+
+    while (line > 0 && (data[line - 1] == '\n' || data[line - 1] == '\r'))
+        line--;
+    /* A new status line starts a new header block (redirects, 100-continue) */
+    if (line >= 5 && strncmp(data, "HTTP/", 5) == 0)
+        return len;
+    if (a->req->on_header && line > 0)
+        a->req->on_header(a->req->on_header_arg, data, line);
+    return len;
+}
+
+static void log_failure(const struct http_request *req, const char *method, int curl_code,
+                        long status, const struct dynbuf *body, int attempt)
+{
+    if (curl_code != CURLE_OK)
+        log_warn("%s %s: attempt %d: %s", method, req->url, attempt,
+                 curl_easy_strerror((CURLcode)curl_code));
+    else
+        log_warn("%s %s: attempt %d: HTTP %ld %.200s", method, req->url, attempt, status,
+                 dynbuf_str(body));
+}
+
+int http_perform(struct http_client *c, const struct http_request *req,
+                 struct http_response *resp)
+{
+    const char *method = req->method ? req->method : "GET";
+    struct retry_policy policy = c->cfg.retry;
+    if (req->deadline_ms > 0)
+        policy.deadline_ms = req->deadline_ms;
+    if (req->no_retry)
+        policy.max_attempts = 1;
+
+    struct attempt a = {.req = req, .limit = req->range_len};
+    dynbuf_init(&a.error_body, HTTP_ERROR_BODY_CAP);
+    uint64_t rng = retry_rng_seed();
+    int64_t start = clock_now_ms();
+    int attempts = 0;
+    bool auth_refreshed = false;
+    int rc = -EIO;
+    CURL *h = pool_take(c);
+    if (!h) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    a.handle = h;
+
+    for (;;) {
+        struct curl_slist *headers = NULL;
+        char range[64];
+        char auth_line[4096];
+        int curl_code;
+
+        attempts++;
+        a.status = 0;
+        a.status_known = false;
+        a.skip = 0;
+        a.sink_error = 0;
+        dynbuf_reset(&a.error_body);
+        if (!req->on_data && req->body_out)
+            dynbuf_reset(req->body_out); /* a collected body starts over */
+
+        if (req->auth) {
+            rc = auth_header(req->auth, auth_line, sizeof(auth_line));
+            if (rc < 0)
+                goto out;
+            if (auth_line[0])
+                headers = curl_slist_append(headers, auth_line);
+        }
+        for (const char *const *hl = req->headers; hl && *hl; hl++)
+            headers = curl_slist_append(headers, *hl);
+        if (req->has_range) {
+            uint64_t first = req->range_start + (req->on_data ? a.delivered : 0);
+            uint64_t last = req->range_start + req->range_len - 1;
+            if (!req->on_data)
+                a.delivered = 0;
+            snprintf(range, sizeof(range), "%" PRIu64 "-%" PRIu64, first, last);
+            curl_easy_setopt(h, CURLOPT_RANGE, range);
+        }
+
+        int64_t elapsed = clock_now_ms() - start;
+        int64_t remaining = policy.deadline_ms > 0 ? policy.deadline_ms - elapsed : 0;
+        curl_easy_setopt(h, CURLOPT_URL, req->url);
+        curl_easy_setopt(h, CURLOPT_SHARE, c->share);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+        curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
+        curl_easy_setopt(h, CURLOPT_USERAGENT, c->cfg.user_agent);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)c->cfg.stall_timeout_s);
+        if (remaining > 0)
+            curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)remaining);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &a);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &a);
+        curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, NULL);
+        if (strcmp(method, "GET") == 0) {
+            curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+        } else if (strcmp(method, "HEAD") == 0) {
+            curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        } else {
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+            curl_easy_setopt(h, CURLOPT_POSTFIELDS, req->body ? req->body : "");
+        }
+
+        curl_code = curl_easy_perform(h);
+        curl_slist_free_all(headers);
+        if (curl_code == CURLE_OK || !a.status_known)
+            curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
+
+        if (a.sink_error) {
+            rc = a.sink_error;
+            goto out;
+        }
+        if (curl_code == CURLE_OK && a.status >= 200 && a.status < 300) {
+            rc = 0;
+            goto out;
+        }
+        if (curl_code == CURLE_OK && a.status == 401 && req->auth && !auth_refreshed) {
+            /* the token may have been revoked or expired early: one fresh try */
+            auth_refreshed = true;
+            auth_invalidate(req->auth);
+            attempts--;
+            continue;
+        }
+        log_failure(req, method, curl_code, a.status, &a.error_body, attempts);
+        /* a body already handed out cannot be taken back unless the request
+         * is ranged and the next attempt starts where this one stopped */
+        bool resumable = req->has_range || !req->on_data || a.delivered == 0;
+        if (!errmap_is_retryable(curl_code, a.status) || !resumable) {
+            rc = errmap_from_http(curl_code, a.status);
+            if (rc == 0)
+                rc = -EIO; /* 1xx/3xx left over: not something we handle */
+            goto out;
+        }
+        int64_t backoff = retry_backoff_ms(&policy, attempts, &rng);
+        elapsed = clock_now_ms() - start;
+        if (policy.deadline_ms > 0 && elapsed + backoff >= policy.deadline_ms) {
+            rc = -ETIMEDOUT;
+            log_error("%s %s: gave up after %d attempts: deadline of %" PRId64 " ms reached",
+                      method, req->url, attempts, policy.deadline_ms);
+            goto out;
+        }
+        if (!retry_may_continue(&policy, attempts, elapsed, backoff)) {
+            rc = -EIO;
+            log_error("%s %s: gave up after %d attempts", method, req->url, attempts);
+            goto out;
+        }
+        clock_sleep_ms(backoff);
+    }
+
+out:
+    if (h)
+        pool_give(c, h);
+    if (resp) {
+        resp->status = a.status;
+        resp->attempts = attempts;
+        resp->bytes = a.delivered;
+    }
+    dynbuf_free(&a.error_body);
+    return rc;
+}
+
+char *http_escape(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = malloc(n * 3 + 1);
+    if (!out)
+        return NULL;
+    char *p = out;
+    for (const unsigned char *q = (const unsigned char *)s; *q; q++) {
+        if ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') ||
+            *q == '-' || *q == '.' || *q == '_' || *q == '~') {
+            *p++ = (char)*q;
+        } else {
+            *p++ = '%';
+            *p++ = hex[*q >> 4];
+            *p++ = hex[*q & 15];
+        }
+    }
+    *p = '\0';
+    return out;
+}

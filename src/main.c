@@ -1,0 +1,252 @@
+/* zipperfs: the command line. Parses options (also as mount(8) passes them
+ * from /etc/fstab), builds the instance and hands over to libfuse. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs/fs.h"
+#include "util/log.h"
+#include "zipperfs.h"
+
+struct cli {
+    char *source;
+    char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name;
+    double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
+    unsigned cache_entries, list_page_size, retries, read_window_mb;
+    unsigned file_mode, dir_mode, uid, gid;
+    int debug_log;
+    int show_help, show_version;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_DISCARD_MOUNT };
+
+#define CLI_OPT(t, field) {t, offsetof(struct cli, field), 1}
+
+static const struct fuse_opt cli_opts[] = {
+    CLI_OPT("endpoint=%s", endpoint),
+    CLI_OPT("auth=%s", auth),
+    CLI_OPT("key_file=%s", key_file),
+    CLI_OPT("token_file=%s", token_file),
+    CLI_OPT("metadata_host=%s", metadata_host),
+    CLI_OPT("control_dir=%s", control_name),
+    CLI_OPT("stat_ttl=%lf", stat_ttl),
+    CLI_OPT("list_ttl=%lf", list_ttl),
+    CLI_OPT("negative_ttl=%lf", negative_ttl),
+    CLI_OPT("cache_entries=%u", cache_entries),
+    CLI_OPT("list_page_size=%u", list_page_size),
+    CLI_OPT("retries=%u", retries),
+    CLI_OPT("retry_deadline=%lf", retry_deadline),
+    CLI_OPT("stall_timeout=%lf", stall_timeout),
+    CLI_OPT("connect_timeout=%lf", connect_timeout),
+    CLI_OPT("read_window_mb=%u", read_window_mb),
+    CLI_OPT("file_mode=%o", file_mode),
+    CLI_OPT("dir_mode=%o", dir_mode),
+    CLI_OPT("uid=%u", uid),
+    CLI_OPT("gid=%u", gid),
+    CLI_OPT("debug_log", debug_log),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    /* mount(8) and fstab options that mean nothing to a FUSE daemon */
+    FUSE_OPT_KEY("_netdev", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("nofail", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("auto", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("noauto", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("user", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("nouser", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("users", KEY_DISCARD_MOUNT),
+    FUSE_OPT_KEY("defaults", KEY_DISCARD_MOUNT),
+    FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+    printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+           "       mount -t fuse.zipperfs SOURCE MOUNTPOINT -o OPTIONS\n"
+           "\n"
+           "SOURCE is gs://BUCKET[/PREFIX] or a local directory.\n"
+           "\n"
+           "zipperfs options (-o name=value):\n"
+           "    endpoint=URL           GCS endpoint (default: $STORAGE_EMULATOR_HOST, else\n"
+           "                           https://storage.googleapis.com)\n"
+           "    auth=MODE              auto, none, metadata, key_file, token_file (auto)\n"
+           "    key_file=PATH          service-account JSON key (JWT RS256)\n"
+           "    token_file=PATH        file holding an OAuth2 access token\n"
+           "    metadata_host=HOST     metadata server (default: $GCE_METADATA_HOST, else\n"
+           "                           metadata.google.internal)\n"
+           "    stat_ttl=SECONDS       attribute cache lifetime (60)\n"
+           "    list_ttl=SECONDS       directory listing cache lifetime (60)\n"
+           "    negative_ttl=SECONDS   lifetime of 'does not exist' answers (5)\n"
+           "    cache_entries=N        entries per metadata cache (100000)\n"
+           "    list_page_size=N       objects per listing request (1000)\n"
+           "    retries=N              attempts per request, the first included (6)\n"
+           "    retry_deadline=SECONDS give up on a request after this long (120)\n"
+           "    stall_timeout=SECONDS  an attempt receiving nothing this long is retried (30)\n"
+           "    connect_timeout=SECONDS (10)\n"
+           "    read_window_mb=N       largest sequential read request (16)\n"
+           "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
+           "    uid=N gid=N            owner shown (the mounting user)\n"
+           "    control_dir=NAME       name of the control directory (.zipperfs)\n"
+           "    debug_log              log every request\n"
+           "\n"
+           "Environment: PRODUCTION_DEPLOYMENT=true logs JSON lines (Cloud Logging).\n"
+           "\n"
+           "FUSE options:\n",
+           prog);
+}
+
+static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    struct cli *cli = data;
+    (void)outargs;
+    switch (key) {
+    case FUSE_OPT_KEY_NONOPT:
+        if (!cli->source) {
+            cli->source = strdup(arg);
+            return 0;
+        }
+        return 1; /* the mount point, for libfuse */
+    case FUSE_OPT_KEY_OPT:
+        /* x-systemd.automount, x-gvfs-show, ...: for other programs */
+        if (strncmp(arg, "x-", 2) == 0)
+            return 0;
+        return 1;
+    case KEY_DISCARD_MOUNT:
+        return 0;
+    case KEY_HELP:
+        cli->show_help = 1;
+        return fuse_opt_add_arg(outargs, "-ho");
+    case KEY_VERSION:
+        cli->show_version = 1;
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+/* fsname=SOURCE with libfuse's escaping of ',' and '\' */
+static int add_fsname(struct fuse_args *args, const char *source)
+{
+    size_t n = strlen(source);
+    char *opt = malloc(2 * n + 16);
+    if (!opt)
+        return -1;
+    char *p = stpcpy(opt, "-ofsname=");
+    for (const char *s = source; *s; s++) {
+        if (*s == ',' || *s == '\\')
+            *p++ = '\\';
+        *p++ = *s;
+    }
+    *p = '\0';
+    int rc = fuse_opt_add_arg(args, opt);
+    free(opt);
+    return rc;
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct cli cli = {0};
+    struct zfs_config cfg;
+    struct zfs *z = NULL;
+    struct fs_state *fs = NULL;
+    int ret = 1;
+
+    log_init_from_env();
+    zfs_config_default(&cfg);
+    cli.stat_ttl = cfg.stat_ttl_s;
+    cli.list_ttl = cfg.list_ttl_s;
+    cli.negative_ttl = cfg.negative_ttl_s;
+    cli.retry_deadline = cfg.retry_deadline_s;
+    cli.stall_timeout = cfg.stall_timeout_s;
+    cli.connect_timeout = cfg.connect_timeout_s;
+    cli.cache_entries = cfg.cache_entries;
+    cli.list_page_size = cfg.list_page_size;
+    cli.retries = cfg.retries;
+    cli.read_window_mb = cfg.read_window_mb;
+    cli.file_mode = cfg.file_mode;
+    cli.dir_mode = cfg.dir_mode;
+    cli.uid = cfg.uid;
+    cli.gid = cfg.gid;
+
+    if (fuse_opt_parse(&args, &cli, cli_opts, cli_proc) != 0)
+        goto out;
+    if (cli.show_help) {
+        usage(argv[0]);
+        fuse_lib_help(&args);
+        ret = 0;
+        goto out;
+    }
+    if (cli.show_version) {
+        printf("zipperfs version 0.1.0\n");
+        ret = fuse_main(args.argc, args.argv, fs_operations(), NULL);
+        goto out;
+    }
+    if (!cli.source) {
+        fprintf(stderr, "%s: no SOURCE given (try --help)\n", argv[0]);
+        goto out;
+    }
+    if (cli.debug_log)
+        log_set_level(LOG_LEVEL_DEBUG);
+    if (cli.list_page_size == 0 || cli.list_page_size > 5000 || cli.stat_ttl < 0 ||
+        cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
+        cli.read_window_mb == 0 || cli.read_window_mb > 256) {
+        fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
+        goto out;
+    }
+
+    cfg.source = cli.source;
+    cfg.endpoint = cli.endpoint;
+    if (cli.auth)
+        cfg.auth = cli.auth;
+    cfg.key_file = cli.key_file;
+    cfg.token_file = cli.token_file;
+    cfg.metadata_host = cli.metadata_host;
+    if (cli.control_name)
+        cfg.control_name = cli.control_name;
+    cfg.stat_ttl_s = cli.stat_ttl;
+    cfg.list_ttl_s = cli.list_ttl;
+    cfg.negative_ttl_s = cli.negative_ttl;
+    cfg.cache_entries = cli.cache_entries;
+    cfg.list_page_size = cli.list_page_size;
+    cfg.retries = cli.retries;
+    cfg.retry_deadline_s = cli.retry_deadline;
+    cfg.stall_timeout_s = cli.stall_timeout;
+    cfg.connect_timeout_s = cli.connect_timeout;
+    cfg.read_window_mb = cli.read_window_mb;
+    cfg.file_mode = cli.file_mode;
+    cfg.dir_mode = cli.dir_mode;
+    cfg.uid = cli.uid;
+    cfg.gid = cli.gid;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
+        goto out;
+    }
+    if (zfs_new(&cfg, &z) < 0)
+        goto out_curl;
+    fs = fs_state_new(z);
+    if (!fs || add_fsname(&args, cli.source) != 0 ||
+        fuse_opt_add_arg(&args, "-osubtype=zipperfs") != 0)
+        goto out_curl;
+    ret = fuse_main(args.argc, args.argv, fs_operations(), fs);
+
+out_curl:
+    fs_state_free(fs);
+    zfs_free(z);
+    curl_global_cleanup();
+out:
+    fuse_opt_free_args(&args);
+    free(cli.source);
+    free(cli.endpoint);
+    free(cli.auth);
+    free(cli.key_file);
+    free(cli.token_file);
+    free(cli.metadata_host);
+    free(cli.control_name);
+    return ret;
+}

@@ -1,0 +1,81 @@
+/* The namespace: what the mount shows for each path, with caches.
+ *
+ * Directories are prefixes, explicit ("a/" marker objects) or implicit
+ * (objects "a/b/c" alone make "a" and "a/b"). When a name is both an object
+ * and a prefix, the directory is shown and the object is hidden (logged):
+ * a mount cannot have a file and a directory of one name. Names that cannot
+ * be a POSIX file name (empty component, "." or "..", over 255 bytes) are
+ * skipped and logged.
+ *
+ * Caches: a listing cache (directory -> sorted children, list_ttl), a stat
+ * cache (path -> attributes or "absent", stat_ttl / negative_ttl). A lookup
+ * answers from the parent's cached listing when there is one; otherwise it
+ * asks the store about that one name (never lists its whole directory).
+ * Both caches are bounded (max_entries each). One mutex guards both; it is
+ * never held across a store call. */
+#ifndef ZIPPERFS_META_H
+#define ZIPPERFS_META_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+struct meta_config {
+    int64_t stat_ttl_ms;
+    int64_t list_ttl_ms;
+    int64_t negative_ttl_ms;
+    size_t max_entries;
+    const char *hidden_root_name; /* a root child never shown (the control dir), or NULL */
+};
+
+void meta_config_default(struct meta_config *cfg);
+
+struct meta_attr {
+    bool is_dir;
+    struct store_attr attr; /* files only */
+};
+
+struct meta_dir_entry {
+    char *name;
+    struct meta_attr attr;
+};
+
+/* An immutable snapshot of one directory's children, sorted by name
+ * (bytewise), with no duplicates. Shared by reference. */
+struct meta_dir {
+    int refs; /* atomic */
+    int64_t expires_ms;
+    size_t count;
+    struct meta_dir_entry *entries;
+};
+
+struct meta_stats {
+    uint64_t list_calls, stat_calls, listing_hits, stat_hits, negative_hits;
+};
+
+struct meta;
+
+int meta_new(const struct meta_config *cfg, struct store *store, struct meta **out);
+void meta_free(struct meta *m);
+
+/* key: "" for the root or "a/b". Returns 0, -ENOENT, or another -errno. */
+int meta_getattr(struct meta *m, const char *key, struct meta_attr *out);
+
+/* The listing of directory key, from the cache while fresh. The caller
+ * owns one reference. */
+int meta_opendir(struct meta *m, const char *key, struct meta_dir **out);
+void meta_dir_put(struct meta_dir *d);
+
+/* Builds a snapshot from a raw store listing: filters names, sorts,
+ * merges duplicates (directory wins). Consumes nothing. Exposed for tests. */
+int meta_dir_build(const struct store_listing *raw, const char *dir_key,
+                   const char *hidden_name, struct meta_dir **out);
+
+/* Forget what is known of key and its parent's listing (an object changed). */
+void meta_invalidate(struct meta *m, const char *key);
+
+void meta_get_stats(struct meta *m, struct meta_stats *out);
+
+#endif

@@ -1,0 +1,39 @@
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int store_listing_add(struct store_listing *l, const char *name, size_t len, bool is_dir,
+                      const struct store_attr *attr)
+{
+    if (l->count == l->alloc) {
+        size_t want = l->alloc ? l->alloc * 2 : 64;
+        struct store_entry *grown = realloc(l->entries, want * sizeof(*grown));
+        if (!grown)
+            return -ENOMEM;
+        l->entries = grown;
+        l->alloc = want;
+    }
+    struct store_entry *e = &l->entries[l->count];
+    e->name = strndup(name, len);
+    if (!e->name)
+        return -ENOMEM;
+    e->is_dir = is_dir;
+    if (attr)
+        e->attr = *attr;
+    else
+        memset(&e->attr, 0, sizeof(e->attr));
+    l->count++;
+    return 0;
+}
+
+void store_listing_free(struct store_listing *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->entries[i].name);
+    free(l->entries);
+    l->entries = NULL;
+    l->count = 0;
+    l->alloc = 0;
+}

@@ -1,0 +1,102 @@
+/* Backends behind one small interface: list a directory level, stat an
+ * object, check a prefix, read a byte range. Keys are relative to the
+ * mount's source (bucket prefix or local root), "/"-separated, without a
+ * leading "/"; "" is the root. Implementations are thread-safe. */
+#ifndef ZIPPERFS_STORE_H
+#define ZIPPERFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct store_attr {
+    uint64_t size;
+    int64_t generation; /* changes whenever the object's content does */
+    int64_t mtime_sec;  /* from GCS `updated` */
+    int32_t mtime_nsec;
+};
+
+/* One child of a listed directory. name is one path component, exactly as
+ * the backend has it: it may be empty, ".", ".." or too long; the namespace
+ * layer decides what is shown. */
+struct store_entry {
+    char *name; /* owned */
+    bool is_dir;
+    struct store_attr attr; /* files only */
+};
+
+struct store_listing {
+    struct store_entry *entries; /* owned */
+    size_t count;
+    size_t alloc;
+};
+
+/* Appends a copy of name (len bytes). Returns 0 or -ENOMEM. */
+int store_listing_add(struct store_listing *l, const char *name, size_t len, bool is_dir,
+                      const struct store_attr *attr);
+void store_listing_free(struct store_listing *l);
+
+struct store;
+
+struct store_ops {
+    const char *name; /* "gcs", "local" */
+    /* Every child of directory dir ("" or "a/b"), all pages. */
+    int (*list_dir)(struct store *s, const char *dir, struct store_listing *out);
+    /* Attributes of the object named key: 0, -ENOENT, or another -errno. */
+    int (*stat_object)(struct store *s, const char *key, struct store_attr *out);
+    /* 1 when some object's name starts with key + "/", 0 when none, or -errno. */
+    int (*prefix_exists)(struct store *s, const char *key);
+    /* Reads up to len bytes at off of generation `generation` of key into buf.
+     * Returns the bytes read (short only at the end of the object) or -errno;
+     * -ESTALE when the object is no longer that generation. */
+    ssize_t (*read)(struct store *s, const char *key, int64_t generation, uint64_t off,
+                    size_t len, char *buf);
+    void (*destroy)(struct store *s);
+};
+
+struct store {
+    const struct store_ops *ops;
+};
+
+static inline int store_list_dir(struct store *s, const char *dir, struct store_listing *out)
+{
+    return s->ops->list_dir(s, dir, out);
+}
+static inline int store_stat_object(struct store *s, const char *key, struct store_attr *out)
+{
+    return s->ops->stat_object(s, key, out);
+}
+static inline int store_prefix_exists(struct store *s, const char *key)
+{
+    return s->ops->prefix_exists(s, key);
+}
+static inline ssize_t store_read(struct store *s, const char *key, int64_t generation,
+                                 uint64_t off, size_t len, char *buf)
+{
+    return s->ops->read(s, key, generation, off, len, buf);
+}
+static inline void store_destroy(struct store *s)
+{
+    if (s)
+        s->ops->destroy(s);
+}
+
+/* Local directory backend: serves the tree under root as a bucket would be. */
+int store_local_new(const char *root, struct store **out);
+
+struct http_client;
+struct auth;
+
+struct store_gcs_config {
+    const char *endpoint; /* "https://storage.googleapis.com" or an emulator's URL */
+    const char *bucket;
+    const char *prefix;   /* "" or "a/b" (no slashes at either end) */
+    int list_page_size;   /* maxResults */
+};
+
+/* GCS JSON API backend. http and auth are borrowed (auth may be NULL). */
+int store_gcs_new(const struct store_gcs_config *cfg, struct http_client *http,
+                  struct auth *auth, struct store **out);
+
+#endif

@@ -1,0 +1,245 @@
+#include "zipperfs.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+#define GCS_DEFAULT_ENDPOINT "https://storage.googleapis.com"
+
+void zfs_config_default(struct zfs_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->auth = "auto";
+    cfg->stat_ttl_s = 60;
+    cfg->list_ttl_s = 60;
+    cfg->negative_ttl_s = 5;
+    cfg->cache_entries = 100000;
+    cfg->list_page_size = 1000;
+    cfg->retries = 6;
+    cfg->retry_deadline_s = 120;
+    cfg->stall_timeout_s = 30;
+    cfg->connect_timeout_s = 10;
+    cfg->read_window_mb = 16;
+    cfg->file_mode = 0644;
+    cfg->dir_mode = 0755;
+    cfg->uid = getuid();
+    cfg->gid = getgid();
+    cfg->control_name = ".zipperfs";
+}
+
+int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t errsize)
+{
+    memset(out, 0, sizeof(*out));
+    if (!text || !*text) {
+        snprintf(err, errsize, "no source given");
+        return -EINVAL;
+    }
+    if (strncmp(text, "gs://", 5) == 0) {
+        const char *bucket = text + 5;
+        const char *slash = strchr(bucket, '/');
+        size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
+        if (blen == 0 || blen > 222) {
+            snprintf(err, errsize, "%s: no valid bucket name", text);
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < blen; i++) {
+            char c = bucket[i];
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                  c == '.')) {
+                snprintf(err, errsize, "%s: bucket names hold only a-z, 0-9, '-', '_', '.'",
+                         text);
+                return -EINVAL;
+            }
+        }
+        out->kind = ZFS_SOURCE_GCS;
+        out->bucket = strndup(bucket, blen);
+        /* the prefix loses its slashes at both ends; inner "//" is kept
+         * as it is: it names different objects */
+        const char *p = slash ? slash : "";
+        while (*p == '/')
+            p++;
+        size_t plen = strlen(p);
+        while (plen > 0 && p[plen - 1] == '/')
+            plen--;
+        out->prefix = strndup(p, plen);
+        if (!out->bucket || !out->prefix) {
+            zfs_source_clear(out);
+            snprintf(err, errsize, "out of memory");
+            return -ENOMEM;
+        }
+        return 0;
+    }
+    if (strstr(text, "://")) {
+        snprintf(err, errsize, "%s: unsupported scheme (gs:// or a directory)", text);
+        return -EINVAL;
+    }
+    out->kind = ZFS_SOURCE_LOCAL;
+    out->path = strdup(text);
+    if (!out->path) {
+        snprintf(err, errsize, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void zfs_source_clear(struct zfs_source *s)
+{
+    free(s->bucket);
+    free(s->prefix);
+    free(s->path);
+    memset(s, 0, sizeof(*s));
+}
+
+char *zfs_endpoint_from_emulator_host(const char *value)
+{
+    char *out;
+    if (strstr(value, "://"))
+        return strdup(value);
+    if (asprintf(&out, "http://%s", value) < 0)
+        return NULL;
+    return out;
+}
+
+static int choose_auth(const struct zfs_config *cfg, bool emulator, struct auth_config *ac)
+{
+    memset(ac, 0, sizeof(*ac));
+    ac->key_file = cfg->key_file;
+    ac->token_file = cfg->token_file;
+    ac->metadata_host = cfg->metadata_host;
+    const char *mode = cfg->auth ? cfg->auth : "auto";
+    if (strcmp(mode, "none") == 0 || strcmp(mode, "anonymous") == 0) {
+        ac->kind = AUTH_NONE;
+    } else if (strcmp(mode, "metadata") == 0) {
+        ac->kind = AUTH_METADATA;
+    } else if (strcmp(mode, "key_file") == 0) {
+        ac->kind = AUTH_KEY_FILE;
+        if (!ac->key_file)
+            ac->key_file = getenv("GOOGLE_APPLICATION_CREDENTIALS");
+        if (!ac->key_file) {
+            log_error("auth=key_file needs -o key_file= or GOOGLE_APPLICATION_CREDENTIALS");
+            return -EINVAL;
+        }
+    } else if (strcmp(mode, "token_file") == 0) {
+        ac->kind = AUTH_TOKEN_FILE;
+        if (!ac->token_file) {
+            log_error("auth=token_file needs -o token_file=");
+            return -EINVAL;
+        }
+    } else if (strcmp(mode, "auto") == 0) {
+        const char *gac = getenv("GOOGLE_APPLICATION_CREDENTIALS");
+        if (cfg->key_file) {
+            ac->kind = AUTH_KEY_FILE;
+        } else if (cfg->token_file) {
+            ac->kind = AUTH_TOKEN_FILE;
+        } else if (emulator) {
+            ac->kind = AUTH_NONE;
+        } else if (gac && *gac) {
+            ac->kind = AUTH_KEY_FILE;
+            ac->key_file = gac;
+        } else {
+            ac->kind = AUTH_METADATA;
+        }
+    } else {
+        log_error("unknown auth mode '%s' (auto, none, metadata, key_file, token_file)", mode);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int zfs_new(const struct zfs_config *cfg, struct zfs **out)
+{
+    char err[512];
+    int rc;
+    struct zfs *z = calloc(1, sizeof(*z));
+    if (!z)
+        return -ENOMEM;
+    z->cfg = *cfg;
+    if ((rc = zfs_source_parse(cfg->source, &z->source, err, sizeof(err))) < 0) {
+        log_error("%s", err);
+        goto fail;
+    }
+
+    struct http_client_config hc;
+    http_client_config_default(&hc);
+    hc.retry.max_attempts = cfg->retries > 0 ? (int)cfg->retries : 1;
+    hc.retry.deadline_ms = (int64_t)(cfg->retry_deadline_s * 1000);
+    hc.stall_timeout_s = cfg->stall_timeout_s >= 1 ? (int64_t)cfg->stall_timeout_s : 1;
+    hc.connect_timeout_ms = (int64_t)(cfg->connect_timeout_s * 1000);
+    if ((rc = http_client_new(&hc, &z->http)) < 0)
+        goto fail;
+
+    z->reader_cfg.min_window = 1u << 20;
+    z->reader_cfg.max_window = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 1) << 20;
+
+    if (z->source.kind == ZFS_SOURCE_LOCAL) {
+        if ((rc = store_local_new(z->source.path, &z->store)) < 0)
+            goto fail;
+    } else {
+        bool emulator = false;
+        const char *emu = getenv("STORAGE_EMULATOR_HOST");
+        if (cfg->endpoint) {
+            z->endpoint = strdup(cfg->endpoint);
+            emulator = strstr(cfg->endpoint, "googleapis.com") == NULL;
+        } else if (emu && *emu) {
+            z->endpoint = zfs_endpoint_from_emulator_host(emu);
+            emulator = true;
+        } else {
+            z->endpoint = strdup(GCS_DEFAULT_ENDPOINT);
+        }
+        if (!z->endpoint) {
+            rc = -ENOMEM;
+            goto fail;
+        }
+        struct auth_config ac;
+        if ((rc = choose_auth(cfg, emulator, &ac)) < 0)
+            goto fail;
+        if ((rc = auth_new(&ac, z->http, &z->auth)) < 0) {
+            log_error("cannot set up %s authentication: %s", auth_kind_name(ac.kind),
+                      strerror(-rc));
+            goto fail;
+        }
+        struct store_gcs_config gc = {
+            .endpoint = z->endpoint,
+            .bucket = z->source.bucket,
+            .prefix = z->source.prefix,
+            .list_page_size = (int)cfg->list_page_size,
+        };
+        if ((rc = store_gcs_new(&gc, z->http, z->auth, &z->store)) < 0)
+            goto fail;
+        log_info("serving gs://%s%s%s from %s with %s authentication", z->source.bucket,
+                 z->source.prefix[0] ? "/" : "", z->source.prefix, z->endpoint,
+                 auth_kind_name(ac.kind));
+    }
+
+    struct meta_config mc;
+    meta_config_default(&mc);
+    mc.stat_ttl_ms = (int64_t)(cfg->stat_ttl_s * 1000);
+    mc.list_ttl_ms = (int64_t)(cfg->list_ttl_s * 1000);
+    mc.negative_ttl_ms = (int64_t)(cfg->negative_ttl_s * 1000);
+    mc.max_entries = cfg->cache_entries ? cfg->cache_entries : 1;
+    mc.hidden_root_name = cfg->control_name;
+    if ((rc = meta_new(&mc, z->store, &z->meta)) < 0)
+        goto fail;
+    *out = z;
+    return 0;
+fail:
+    zfs_free(z);
+    return rc;
+}
+
+void zfs_free(struct zfs *z)
+{
+    if (!z)
+        return;
+    meta_free(z->meta);
+    store_destroy(z->store);
+    auth_free(z->auth);
+    http_client_free(z->http);
+    zfs_source_clear(&z->source);
+    free(z->endpoint);
+    free(z);
+}

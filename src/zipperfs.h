@@ -1,0 +1,74 @@
+/* One mounted instance: its configuration and the core objects built from
+ * it. Reaches the FUSE callbacks as the private data; nothing is global. */
+#ifndef ZIPPERFS_ZIPPERFS_H
+#define ZIPPERFS_ZIPPERFS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "http/auth.h"
+#include "http/http.h"
+#include "meta/meta.h"
+#include "read/reader.h"
+#include "store/store.h"
+
+enum zfs_source_kind { ZFS_SOURCE_GCS, ZFS_SOURCE_LOCAL };
+
+struct zfs_source {
+    enum zfs_source_kind kind;
+    char *bucket; /* gs: the bucket */
+    char *prefix; /* gs: "" or "a/b" without slashes at the ends */
+    char *path;   /* local: the directory */
+};
+
+/* "gs://bucket[/prefix]" or a directory. Returns 0 or -EINVAL (with a
+ * message in err). */
+int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t errsize);
+void zfs_source_clear(struct zfs_source *s);
+
+/* Everything the command line can set. Strings are borrowed. */
+struct zfs_config {
+    const char *source;
+    const char *endpoint;      /* NULL: STORAGE_EMULATOR_HOST or Google's */
+    const char *auth;          /* auto, none, metadata, key_file, token_file */
+    const char *key_file;
+    const char *token_file;
+    const char *metadata_host;
+    double stat_ttl_s, list_ttl_s, negative_ttl_s;
+    unsigned cache_entries;
+    unsigned list_page_size;
+    unsigned retries;          /* attempts in all */
+    double retry_deadline_s;
+    double stall_timeout_s;
+    double connect_timeout_s;
+    unsigned read_window_mb;   /* the largest sequential fetch */
+    unsigned file_mode, dir_mode;
+    uid_t uid;
+    gid_t gid;
+    const char *control_name;  /* the control directory's name */
+};
+
+void zfs_config_default(struct zfs_config *cfg);
+
+struct zfs {
+    struct zfs_config cfg;
+    struct zfs_source source;
+    char *endpoint; /* resolved */
+    struct http_client *http;
+    struct auth *auth;
+    struct store *store;
+    struct meta *meta;
+    struct reader_config reader_cfg;
+};
+
+/* Builds the instance: parses the source, resolves endpoint and auth,
+ * makes the store. Errors are logged. */
+int zfs_new(const struct zfs_config *cfg, struct zfs **out);
+void zfs_free(struct zfs *z);
+
+/* The endpoint URL for a STORAGE_EMULATOR_HOST value ("host:port" or a
+ * URL), malloc'd. */
+char *zfs_endpoint_from_emulator_host(const char *value);
+
+#endif
