@@ -230,7 +230,11 @@ int main(int argc, char *argv[])
     if (zfs_new(&cfg, &z) < 0)
         goto out_curl;
     fs = fs_state_new(z);
-    if (!fs || add_fsname(&args, cli.source) != 0 ||
+    /* libfuse 3.14.0 hands its unset idle-thread limit (-1) to the loop,
+     * which complains; explicit defaults (that a user's own -o options,
+     * coming later, override) avoid that */
+    if (!fs || fuse_opt_insert_arg(&args, 1, "-omax_threads=16,max_idle_threads=16") != 0 ||
+        add_fsname(&args, cli.source) != 0 ||
         fuse_opt_add_arg(&args, "-osubtype=zipperfs") != 0)
         goto out_curl;
     ret = fuse_main(args.argc, args.argv, fs_operations(), fs);

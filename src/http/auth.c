@@ -83,6 +83,11 @@ static void dynbuf_wipe_free(struct dynbuf *b)
     dynbuf_free(b);
 }
 
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
 /* Copies at most size-1 bytes of s into out for a log line, replacing
  * anything but printable ASCII, so that server text cannot forge lines. */
 static void sanitize_for_log(const char *s, size_t len, char *out, size_t size)
@@ -394,6 +399,8 @@ int auth_read_key_file(const char *path, struct auth_key_file *out)
     if (ret < 0) {
         if (ret == -EFBIG)
             log_error("auth: key file %s is larger than %d bytes", path, AUTH_KEY_FILE_MAX);
+        else if (ret == -EINVAL)
+            log_error("auth: key file %s is not a regular file", path);
         else
             log_error("auth: cannot read key file %s: %s", path, strerror(-ret));
         goto out;
@@ -610,7 +617,10 @@ static void describe_error_body(const struct dynbuf *body, char *out, size_t siz
             return;
         }
     }
-    sanitize_for_log(dynbuf_str(body), body->len, desc, sizeof(desc));
+    size_t len = body->len;
+    while (len > 0 && is_blank(body->data[len - 1]))
+        len--;
+    sanitize_for_log(dynbuf_str(body), len, desc, sizeof(desc));
     snprintf(out, size, ": %s", desc);
 }
 
@@ -740,11 +750,6 @@ static int fetched_token_get(struct auth *a)
     return 0;
 }
 
-static bool is_blank(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
 static bool same_ident(const struct file_ident *x, const struct file_ident *y)
 {
     return x->dev == y->dev && x->ino == y->ino && x->size == y->size &&
@@ -836,6 +841,8 @@ static int token_file_get(struct auth *a)
         else if (reason == -EFBIG)
             log_error("auth: token-file: %s is larger than %d bytes", a->token_file,
                       AUTH_TOKEN_FILE_MAX);
+        else if (reason == -EINVAL)
+            log_error("auth: token-file: %s is not a regular file", a->token_file);
         else
             log_error("auth: token-file: cannot read %s: %s", a->token_file,
                       strerror(-reason));
@@ -893,5 +900,6 @@ void auth_invalidate(struct auth *a)
     a->tf_checked = false;
     a->tf_ident_valid = false;
     pthread_mutex_unlock(&a->lock);
-    log_info("auth: %s: token refused by the server, dropped", auth_kind_name(a->kind));
+    log_info("auth: %s: token dropped, the next request gets a new one",
+             auth_kind_name(a->kind));
 }

@@ -267,7 +267,10 @@ int meta_getattr(struct meta *m, const char *key, struct meta_attr *out)
     }
     const char *base = strrchr(key, '/');
     base = base ? base + 1 : key;
-    if (!names_component_ok(base, strlen(base)))
+    size_t blen = strlen(base);
+    if (blen > NAMES_MAX_COMPONENT)
+        return -ENAMETOOLONG;
+    if (!names_component_ok(base, blen))
         return -ENOENT;
     if (m->cfg.hidden_root_name && strcmp(key, m->cfg.hidden_root_name) == 0)
         return -ENOENT;

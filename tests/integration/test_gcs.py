@@ -1,0 +1,148 @@
+"""The GCS backend against a real GCS-compatible server (the Cloud Storage
+emulator of firebase-tools), mounted for real."""
+
+import errno
+import os
+import subprocess
+import time
+
+import harness
+import servers
+import treecheck
+from gcs_common import GcsTestCase, rfc3339_ns
+
+
+class GcsTreeTest(GcsTestCase):
+    def test_tree_matches_bucket(self):
+        ref = self.tempdir()
+        treecheck.make_tree(ref)
+        mtimes = self.seed_dir("tree", ref)
+        m = self.mount("gs://tree")
+        treecheck.check_tree(self, ref, m.mnt, mtimes=mtimes, work=self.tempdir())
+
+    def test_prefix_source(self):
+        self.emu.upload("pre", "top/sub/file.txt", b"in the prefix\n")
+        self.emu.upload("pre", "top/other.txt", b"x")
+        self.emu.upload("pre", "elsewhere.txt", b"not shown")
+        m = self.mount("gs://pre/top/")
+        self.assertEqual(sorted(os.listdir(m.mnt)), ["other.txt", "sub"])
+        with open(m.path("sub", "file.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"in the prefix\n")
+
+    def test_namespace_rules(self):
+        b = "names"
+        up = lambda name, data=b"x": self.emu.upload(b, name, data)
+        up("implicit/a/b/c.txt", b"deep\n")          # no directory markers at all
+        up("marker/", b"")                          # an explicit, empty directory
+        up("marker2/", b"")
+        up("marker2/inside.txt", b"in\n")
+        up("both", b"an object named like a prefix")  # object and prefix at once
+        up("both/inner.txt", b"inner\n")
+        up("bad//empty-component.txt")              # an empty path component
+        up("dots/./x")
+        up("dots/../y")
+        up("dots/fine.txt")
+        up("long/" + "L" * 300)                     # a component over 255 bytes
+        up("long/ok.txt")
+        up("ok/" + "k" * 255, b"255 bytes is allowed\n")
+        m = self.mount("gs://" + b)
+        found = subprocess.run(["find", m.mnt, "-mindepth", "1", "-printf", "%y %P\\n"],
+                               capture_output=True, text=True, check=True).stdout.split("\n")
+        self.assertEqual(sorted(l for l in found if l), sorted([
+            "d implicit", "d implicit/a", "d implicit/a/b", "f implicit/a/b/c.txt",
+            "d marker", "d marker2", "f marker2/inside.txt",
+            "d both", "f both/inner.txt",
+            "d bad",
+            "d dots", "f dots/fine.txt",
+            "d long", "f long/ok.txt",
+            "d ok", "f ok/" + "k" * 255,
+        ]))
+        # lookups by path follow the same rules as listings
+        self.assertTrue(os.path.isdir(m.path("both")))
+        self.assertEqual(os.listdir(m.path("marker")), [])
+        self.assert_errno(lambda: os.stat(m.path("long", "L" * 300)), errno.ENAMETOOLONG)
+        with open(m.path("implicit/a/b/c.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"deep\n")
+        m.close()
+        log = m.log_text()
+        self.assertIn("both is both an object and a prefix", log)
+        self.assertIn("not a valid file name", log)
+
+    def test_fresh_mount_lookups(self):
+        """Paths reached without listing first (cold caches, no readdir)."""
+        self.emu.upload("cold", "x/y/z.txt", b"zzz")
+        self.emu.upload("cold", "both", b"o")
+        self.emu.upload("cold", "both/in", b"i")
+        m = self.mount("gs://cold")
+        st = os.stat(m.path("x/y/z.txt"))
+        self.assertEqual(st.st_size, 3)
+        self.assertTrue(os.path.isdir(m.path("x/y")))
+        self.assertTrue(os.path.isdir(m.path("both")))
+        self.assert_errno(lambda: os.stat(m.path("x/nope")), errno.ENOENT)
+        self.assert_errno(lambda: open(m.path("x/y/z.txt/sub")), errno.ENOTDIR)
+
+    def test_pagination(self):
+        names = ["many/f%03d.txt" % i for i in range(45)]
+        names += ["many/sub%02d/file.txt" % i for i in range(12)]
+        for n in names:
+            self.emu.upload("pages", n, n.encode())
+        m = self.mount("gs://pages", options=["list_page_size=7"])
+        listing = os.listdir(m.path("many"))
+        self.assertEqual(len(listing), len(set(listing)))
+        self.assertEqual(sorted(listing), sorted(["f%03d.txt" % i for i in range(45)] +
+                                                 ["sub%02d" % i for i in range(12)]))
+
+    def test_large_object_copy(self):
+        ref = os.path.join(self.tempdir(), "big.bin")
+        with open(ref, "wb") as f:
+            f.write(os.urandom(64 << 20))
+        with open(ref, "rb") as f:
+            self.emu.upload("big", "big.bin", f.read())
+        p = self.proxy()
+        m = self.mount("gs://big", endpoint=p.endpoint)
+        dst = os.path.join(self.tempdir(), "copy.bin")
+        self.run_ok(["cp", m.path("big.bin"), dst])
+        self.run_ok(["cmp", ref, dst])
+        media = [r for r in p.log() if "alt=media" in r["path"]]
+        # sequential reads turn into a few large ranged GETs, not one per page
+        self.assertLessEqual(len(media), 12, [r["range"] for r in media])
+        self.assertTrue(all(r["range"] for r in media))
+
+    def test_errors(self):
+        self.emu.upload("err", "file.txt", b"data")
+        self.emu.upload("err", "dir/child.txt", b"c")
+        m = self.mount("gs://err")
+        self.assert_errno(lambda: open(m.path("file.txt"), "w"), errno.EROFS)
+        self.assert_errno(lambda: os.mkdir(m.path("d2")), errno.EROFS)
+        self.assert_errno(lambda: os.rename(m.path("file.txt"), m.path("f2")), errno.EROFS)
+        self.assert_errno(lambda: os.unlink(m.path("file.txt")), errno.EROFS)
+        self.assert_errno(lambda: os.stat(m.path("missing")), errno.ENOENT)
+        self.assert_errno(lambda: os.listdir(m.path("missing-dir")), errno.ENOENT)
+
+    def test_changed_object_fails_read_with_eio(self):
+        self.emu.upload("chg", "f.txt", b"first version")
+        self.emu.upload("chg", "g.txt", b"will vanish")
+        m = self.mount("gs://chg")
+        with open(m.path("f.txt"), "rb") as f, open(m.path("g.txt"), "rb") as g:
+            self.emu.upload("chg", "f.txt", b"second version!")
+            self.emu.delete("chg", "g.txt")
+            self.assert_errno(lambda: f.read(), errno.EIO)
+            self.assert_errno(lambda: g.read(), errno.EIO)
+        # a fresh open sees the new generation
+        time.sleep(0.1)
+        with open(m.path("f.txt"), "rb") as f:
+            self.assertEqual(f.read(), b"second version!")
+        m.close()
+        self.assertIn("f.txt changed since it was listed", m.log_text())
+
+    def test_forbidden_is_eacces(self):
+        self.emu.upload("auth", "f.txt", b"x")
+        p = self.proxy()
+        p.control("require_bearer", {"tokens": ["only-this-token"]})
+        m = self.mount("gs://auth", endpoint=p.endpoint)
+        self.assert_errno(lambda: os.listdir(m.mnt), errno.EACCES)
+        self.assert_errno(lambda: os.stat(m.path("f.txt")), errno.EACCES)
+
+
+if __name__ == "__main__":
+    harness.main()
