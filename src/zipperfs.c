@@ -167,13 +167,15 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     http_client_config_default(&hc);
     hc.retry.max_attempts = cfg->retries > 0 ? (int)cfg->retries : 1;
     hc.retry.deadline_ms = (int64_t)(cfg->retry_deadline_s * 1000);
-    hc.stall_timeout_s = cfg->stall_timeout_s >= 1 ? (int64_t)cfg->stall_timeout_s : 1;
+    hc.stall_timeout_ms = (int64_t)(cfg->stall_timeout_s * 1000);
+    if (hc.stall_timeout_ms < 100)
+        hc.stall_timeout_ms = 100;
     hc.connect_timeout_ms = (int64_t)(cfg->connect_timeout_s * 1000);
     if ((rc = http_client_new(&hc, &z->http)) < 0)
         goto fail;
 
-    z->reader_cfg.min_window = 1u << 20;
-    z->reader_cfg.max_window = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 1) << 20;
+    reader_config_default(&z->reader_cfg);
+    z->reader_cfg.ring_size = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 2) << 20;
 
     if (z->source.kind == ZFS_SOURCE_LOCAL) {
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)

@@ -30,7 +30,7 @@ void http_client_config_default(struct http_client_config *cfg)
 {
     retry_policy_default(&cfg->retry);
     cfg->connect_timeout_ms = 10000;
-    cfg->stall_timeout_s = 30;
+    cfg->stall_timeout_ms = 30000;
     cfg->user_agent = "zipperfs/0.1";
 }
 
@@ -128,6 +128,10 @@ struct attempt {
     long status;            /* known once headers are in */
     bool status_known;
     int sink_error;         /* what the sink returned, if it aborted */
+    int64_t stall_ms;       /* no byte for this long (outside the sink) is a stall */
+    int64_t last_progress;  /* monotonic ms of the last byte or sink return */
+    curl_off_t last_dlnow;
+    bool stalled;           /* aborted by the stall check */
     struct dynbuf error_body;
 };
 
@@ -178,7 +182,32 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
         return 0; /* aborts the transfer */
     }
     a->delivered += len;
+    /* time the sink spent waiting for its consumer is not the server's */
+    a->last_progress = clock_now_ms();
     return total;
+}
+
+/* Stall detection: curl's own low-speed check would count the time a
+ * blocking sink holds the transfer, so a slow consumer would look like a
+ * stalled server. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)ultotal;
+    (void)ulnow;
+    struct attempt *a = arg;
+    int64_t now = clock_now_ms();
+    if (dlnow != a->last_dlnow) {
+        a->last_dlnow = dlnow;
+        a->last_progress = now;
+        return 0;
+    }
+    if (a->stall_ms > 0 && now - a->last_progress > a->stall_ms) {
+        a->stalled = true;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    return 0;
 }
 
 static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
@@ -218,7 +247,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
     if (req->no_retry)
         policy.max_attempts = 1;
 
-    struct attempt a = {.req = req, .limit = req->range_len};
+    struct attempt a = {.req = req, .limit = req->range_len,
+                        .stall_ms = c->cfg.stall_timeout_ms};
     dynbuf_init(&a.error_body, HTTP_ERROR_BODY_CAP);
     uint64_t rng = retry_rng_seed();
     int64_t start = clock_now_ms();
@@ -243,6 +273,10 @@ int http_perform(struct http_client *c, const struct http_request *req,
         a.status_known = false;
         a.skip = 0;
         a.sink_error = 0;
+        a.stalled = false;
+        a.last_dlnow = 0;
+        a.last_progress = clock_now_ms();
+        uint64_t delivered_before = a.delivered;
         dynbuf_reset(&a.error_body);
         if (!req->on_data && req->body_out)
             dynbuf_reset(req->body_out); /* a collected body starts over */
@@ -275,9 +309,10 @@ int http_perform(struct http_client *c, const struct http_request *req,
         curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 256L * 1024);
         curl_easy_setopt(h, CURLOPT_USERAGENT, c->cfg.user_agent);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)c->cfg.stall_timeout_s);
-        if (remaining > 0)
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, &a);
+        if (remaining > 0 && !req->streaming)
             curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)remaining);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
@@ -297,6 +332,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
 
         curl_code = curl_easy_perform(h);
         curl_slist_free_all(headers);
+        if (a.stalled)
+            curl_code = CURLE_OPERATION_TIMEDOUT;
         if (curl_code == CURLE_OK || !a.status_known)
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
 
@@ -324,6 +361,11 @@ int http_perform(struct http_client *c, const struct http_request *req,
             if (rc == 0)
                 rc = -EIO; /* 1xx/3xx left over: not something we handle */
             goto out;
+        }
+        if (req->streaming && a.delivered > delivered_before) {
+            /* a stream that moved forward starts a fresh budget */
+            start = clock_now_ms();
+            attempts = 1;
         }
         int64_t backoff = retry_backoff_ms(&policy, attempts, &rng);
         elapsed = clock_now_ms() - start;

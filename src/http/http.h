@@ -18,7 +18,7 @@ struct auth;
 struct http_client_config {
     struct retry_policy retry;
     int64_t connect_timeout_ms; /* one connection attempt */
-    int64_t stall_timeout_s;    /* an attempt that moves no byte for this long fails */
+    int64_t stall_timeout_ms;   /* an attempt that moves no byte for this long fails */
     const char *user_agent;
 };
 
@@ -53,6 +53,11 @@ struct http_request {
     struct auth *auth;          /* adds a bearer token; a 401 refreshes it once */
     bool no_retry;              /* one attempt only */
     int64_t deadline_ms;        /* overrides the policy's deadline when > 0 */
+    /* A long download whose sink may block (a reader's stream): no cap on
+     * the whole transfer; the deadline and the retry budget count from the
+     * last attempt that delivered bytes; time spent in on_data is never a
+     * stall. */
+    bool streaming;
 };
 
 struct http_response {

@@ -26,13 +26,14 @@ int64_t retry_backoff_ms(const struct retry_policy *p, int retry, uint64_t *rng)
     if (retry < 1)
         return 0;
     int64_t ceiling = p->base_delay_ms;
+    /* doubling stops at the cap before it can overflow */
     for (int i = 1; i < retry && ceiling < p->max_delay_ms; i++)
-        ceiling *= 2;
+        ceiling = ceiling > p->max_delay_ms / 2 ? p->max_delay_ms : ceiling * 2;
     if (ceiling > p->max_delay_ms)
         ceiling = p->max_delay_ms;
     if (ceiling <= 0)
         return 0;
-    return (int64_t)(xorshift64(rng) % (uint64_t)(ceiling + 1));
+    return (int64_t)(xorshift64(rng) % ((uint64_t)ceiling + 1));
 }
 
 bool retry_may_continue(const struct retry_policy *p, int attempts_made, int64_t elapsed_ms,

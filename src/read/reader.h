@@ -1,11 +1,19 @@
-/* The read path of one open file: sequential reads are detected and served
- * from a window that doubles (up to max_window) with each sequential
- * fetch, so a `cp` turns into few large ranged GETs on a kept-alive
- * connection; random reads fetch just what was asked.
+/* The read path of one open file.
  *
- * A reader is shared by the threads serving one open file; its mutex
- * serialises fetches for that file (a sequential stream gains nothing from
- * two of them racing). */
+ * - Random reads fetch just what was asked.
+ * - The first read fetches a small window (1 MiB by default), so a small
+ *   file is one request.
+ * - A read that continues sequentially past that window starts a stream:
+ *   one long ranged GET from there to the end of the object, run by a
+ *   producer thread into a ring buffer (ring_size bytes) that reads
+ *   consume. The producer waits while the ring is full, so memory stays
+ *   bounded; a read that lands outside what the stream can reach stops it.
+ *   A stream left unread for idle_ms is closed; a later read restarts one.
+ *
+ * A reader is shared by the threads serving one open file. r->lock guards
+ * all its state; the producer thread takes it only around ring updates and
+ * never holds it across a network call. Lock order: reader lock only (the
+ * store takes its own locks below it). */
 #ifndef ZIPPERFS_READER_H
 #define ZIPPERFS_READER_H
 
@@ -16,20 +24,30 @@
 #include "store/store.h"
 
 struct reader_config {
-    size_t min_window; /* first sequential fetch */
-    size_t max_window; /* largest fetch and buffer */
+    size_t min_window; /* the first fetch, and every random fetch at most */
+    size_t ring_size;  /* a stream's buffer */
+    int64_t idle_ms;   /* a stream unread this long is closed */
 };
 
 void reader_config_default(struct reader_config *cfg);
+
+struct reader_stats {
+    uint64_t fetches; /* window fetches (one request each) */
+    uint64_t streams; /* streams started */
+};
 
 struct reader;
 
 /* key is copied; store is borrowed. attr fixes size and generation. */
 int reader_new(const struct reader_config *cfg, struct store *store, const char *key,
                const struct store_attr *attr, struct reader **out);
+/* Stops the stream, if any, and frees. */
 void reader_free(struct reader *r);
 
-/* Reads up to size bytes at off. Returns bytes (0 at EOF) or -errno. */
+/* Reads size bytes at off (fewer only at the end of the object). Returns
+ * the bytes read (0 at EOF) or -errno. */
 ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off);
+
+void reader_get_stats(struct reader *r, struct reader_stats *out);
 
 #endif

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
+
 static json_object *parse(const char *json, size_t len)
 {
     if (len > (size_t)INT32_MAX)
@@ -36,10 +38,12 @@ static int get_u64(json_object *parent, const char *key, uint64_t *out)
     if (!json_object_object_get_ex(parent, key, &v))
         return -EPROTO;
     if (json_object_is_type(v, json_type_int)) {
-        int64_t i = json_object_get_int64(v);
-        if (i < 0)
+        /* json-c clamps integers past int64 to INT64_MAX for get_int64
+         * (and past uint64 to UINT64_MAX): read the unsigned value, which
+         * callers range-check */
+        if (json_object_get_int64(v) < 0)
             return -EPROTO;
-        *out = (uint64_t)i;
+        *out = json_object_get_uint64(v);
         return 0;
     }
     if (!json_object_is_type(v, json_type_string))
@@ -72,6 +76,17 @@ static int days_from_civil(int64_t y, unsigned m, unsigned d, int64_t *out)
     return 0;
 }
 
+static bool is_leap(int y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    return days[m - 1] + (m == 2 && is_leap(y));
+}
+
 static int read_digits(const char **p, int n, int *out)
 {
     int v = 0;
@@ -98,7 +113,8 @@ int gcs_parse_rfc3339(const char *s, int64_t *sec, int32_t *nsec)
     if (read_digits(&p, 2, &hour) || *p++ != ':' || read_digits(&p, 2, &min) || *p++ != ':' ||
         read_digits(&p, 2, &secs))
         return -EINVAL;
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || secs > 60)
+    if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
+        min > 59 || secs > 60)
         return -EINVAL;
     if (*p == '.') {
         p++;
@@ -122,7 +138,8 @@ int gcs_parse_rfc3339(const char *s, int64_t *sec, int32_t *nsec)
         int sign = *p == '-' ? -1 : 1;
         int oh, om;
         p++;
-        if (read_digits(&p, 2, &oh) || *p++ != ':' || read_digits(&p, 2, &om))
+        if (read_digits(&p, 2, &oh) || *p++ != ':' || read_digits(&p, 2, &om) || oh > 23 ||
+            om > 59)
             return -EINVAL;
         offset = sign * (oh * 3600 + om * 60);
     } else {
@@ -141,14 +158,16 @@ static int parse_attr(json_object *item, struct store_attr *out)
 {
     json_object *v;
     uint64_t gen;
-    if (get_u64(item, "size", &out->size) < 0 || get_u64(item, "generation", &gen) < 0 ||
-        gen > INT64_MAX)
+    /* a size must fit off_t */
+    if (get_u64(item, "size", &out->size) < 0 || out->size > INT64_MAX ||
+        get_u64(item, "generation", &gen) < 0 || gen > INT64_MAX)
         return -EPROTO;
     out->generation = (int64_t)gen;
     out->mtime_sec = 0;
     out->mtime_nsec = 0;
-    if (json_object_object_get_ex(item, "updated", &v) && json_object_is_type(v, json_type_string))
-        if (gcs_parse_rfc3339(json_object_get_string(v), &out->mtime_sec, &out->mtime_nsec) < 0)
+    if (json_object_object_get_ex(item, "updated", &v))
+        if (!json_object_is_type(v, json_type_string) ||
+            gcs_parse_rfc3339(json_object_get_string(v), &out->mtime_sec, &out->mtime_nsec) < 0)
             return -EPROTO;
     return 0;
 }
@@ -194,6 +213,12 @@ int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
             const char *rel = name + plen;
             size_t rlen = nlen - plen;
             const char *slash = memchr(rel, '/', rlen);
+            if (memchr(rel, '\0', slash ? (size_t)(slash - rel) : rlen)) {
+                /* a C string cannot hold this name: cut at its NUL, it would
+                 * pass for another object */
+                log_warn("skipping an object name holding a NUL byte");
+                continue;
+            }
             if (slash && (size_t)(slash - rel) == rlen - 1) {
                 /* "child/" marker that a delimiter-less server sent as an item */
                 rc = store_listing_add(out, rel, rlen - 1, true, NULL);
@@ -224,7 +249,17 @@ int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
                 rc = -EPROTO;
                 goto out;
             }
-            if ((rc = store_listing_add(out, name + plen, nlen - plen - 1, true, NULL)) < 0)
+            /* one level below dir_prefix: its first component */
+            const char *rel = name + plen;
+            size_t rlen = nlen - plen - 1;
+            const char *slash = memchr(rel, '/', rlen);
+            if (slash)
+                rlen = (size_t)(slash - rel);
+            if (memchr(rel, '\0', rlen)) {
+                log_warn("skipping a prefix holding a NUL byte");
+                continue;
+            }
+            if ((rc = store_listing_add(out, rel, rlen, true, NULL)) < 0)
                 goto out;
         }
     }
@@ -253,12 +288,17 @@ int gcs_json_list_nonempty(const char *json, size_t len)
         rc = -EPROTO;
         goto out;
     }
-    if (json_object_object_get_ex(root, "items", &arr) &&
-        json_object_is_type(arr, json_type_array) && json_object_array_length(arr) > 0)
-        rc = 1;
-    if (json_object_object_get_ex(root, "prefixes", &arr) &&
-        json_object_is_type(arr, json_type_array) && json_object_array_length(arr) > 0)
-        rc = 1;
+    static const char *const keys[] = {"items", "prefixes"};
+    for (int i = 0; i < 2; i++) {
+        if (!json_object_object_get_ex(root, keys[i], &arr))
+            continue;
+        if (!json_object_is_type(arr, json_type_array)) {
+            rc = -EPROTO; /* malformed, not empty */
+            goto out;
+        }
+        if (json_object_array_length(arr) > 0)
+            rc = 1;
+    }
 out:
     json_object_put(root);
     return rc;

@@ -39,6 +39,10 @@ void store_listing_free(struct store_listing *l);
 
 struct store;
 
+/* Receives the bytes of a stream in order. Returns 0 to go on or -errno to
+ * stop the stream (which then returns that errno). May block. */
+typedef int (*store_sink_fn)(void *arg, const char *data, size_t len);
+
 struct store_ops {
     const char *name; /* "gcs", "local" */
     /* Every child of directory dir ("" or "a/b"), all pages. */
@@ -52,6 +56,12 @@ struct store_ops {
      * -ESTALE when the object is no longer that generation. */
     ssize_t (*read)(struct store *s, const char *key, int64_t generation, uint64_t off,
                     size_t len, char *buf);
+    /* Streams bytes [off, off+len) of that generation to sink, in one long
+     * transfer where the backend has such a thing. Returns 0 when all of
+     * them (or all up to the end of the object) were delivered, else -errno.
+     * Optional (NULL): readers then use read() alone. */
+    int (*stream)(struct store *s, const char *key, int64_t generation, uint64_t off,
+                  uint64_t len, store_sink_fn sink, void *arg);
     void (*destroy)(struct store *s);
 };
 
@@ -75,6 +85,15 @@ static inline ssize_t store_read(struct store *s, const char *key, int64_t gener
                                  uint64_t off, size_t len, char *buf)
 {
     return s->ops->read(s, key, generation, off, len, buf);
+}
+static inline bool store_can_stream(const struct store *s)
+{
+    return s->ops->stream != NULL;
+}
+static inline int store_stream(struct store *s, const char *key, int64_t generation, uint64_t off,
+                               uint64_t len, store_sink_fn sink, void *arg)
+{
+    return s->ops->stream(s, key, generation, off, len, sink, arg);
 }
 static inline void store_destroy(struct store *s)
 {

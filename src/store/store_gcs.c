@@ -156,31 +156,27 @@ out:
     return rc;
 }
 
-struct read_sink {
-    char *buf;
-    size_t len;
-    size_t got;
+/* Checks the generation a media response serves and passes bytes on. */
+struct media_sink {
+    store_sink_fn sink;
+    void *arg;
     int64_t generation; /* expected */
     bool stale;
 };
 
-static int read_sink_data(void *arg, const char *data, size_t len)
+static int media_sink_data(void *arg, const char *data, size_t len)
 {
-    struct read_sink *sink = arg;
-    if (sink->stale)
+    struct media_sink *m = arg;
+    if (m->stale)
         return -ESTALE;
-    if (len > sink->len - sink->got)
-        len = sink->len - sink->got;
-    memcpy(sink->buf + sink->got, data, len);
-    sink->got += len;
-    return 0;
+    return m->sink(m->arg, data, len);
 }
 
 /* x-goog-generation tells which generation is being served: a server that
  * ignores the generation parameter still cannot slip us other bytes. */
-static void read_sink_header(void *arg, const char *line, size_t len)
+static void media_sink_header(void *arg, const char *line, size_t len)
 {
-    struct read_sink *sink = arg;
+    struct media_sink *m = arg;
     static const char name[] = "x-goog-generation:";
     if (len <= sizeof(name) - 1 || strncasecmp(line, name, sizeof(name) - 1) != 0)
         return;
@@ -192,17 +188,16 @@ static void read_sink_header(void *arg, const char *line, size_t len)
     value[vlen] = '\0';
     char *end;
     long long gen = strtoll(value, &end, 10);
-    if (end != value && gen != sink->generation)
-        sink->stale = true;
+    if (end != value && gen != m->generation)
+        m->stale = true;
 }
 
-static ssize_t gcs_read(struct store *s, const char *key, int64_t generation, uint64_t off,
-                        size_t len, char *buf)
+static int gcs_media(struct store_gcs *g, const char *key, int64_t generation, uint64_t off,
+                     uint64_t len, bool streaming, store_sink_fn sink, void *arg)
 {
-    struct store_gcs *g = to_gcs(s);
     char *url = NULL, *esc = NULL;
-    struct read_sink sink = {.buf = buf, .len = len, .generation = generation};
-    ssize_t rc;
+    struct media_sink m = {.sink = sink, .arg = arg, .generation = generation};
+    int rc;
 
     if (len == 0)
         return 0;
@@ -219,36 +214,60 @@ static ssize_t gcs_read(struct store *s, const char *key, int64_t generation, ui
         .has_range = true,
         .range_start = off,
         .range_len = len,
-        .on_data = read_sink_data,
-        .on_data_arg = &sink,
-        .on_header = read_sink_header,
-        .on_header_arg = &sink,
+        .on_data = media_sink_data,
+        .on_data_arg = &m,
+        .on_header = media_sink_header,
+        .on_header_arg = &m,
         .auth = g->auth,
+        .streaming = streaming,
     };
     rc = http_perform(g->http, &req, NULL);
-    if (sink.stale || rc == -ESTALE) {
+    if (m.stale || rc == -ESTALE) {
         log_error("object %s changed since it was listed (generation %" PRId64 " is gone)", name,
                   generation);
         rc = -ESTALE;
-        goto out;
-    }
-    if (rc == -EINVAL) {
+    } else if (rc == -EINVAL) {
         rc = 0; /* 416: the range starts at or past the end */
-        goto out;
-    }
-    if (rc == -ENOENT) {
+    } else if (rc == -ENOENT) {
         /* with generation= a 404 also means that generation was replaced */
         log_error("object %s (generation %" PRId64 ") is gone", name, generation);
         rc = -ESTALE;
-        goto out;
     }
-    if (rc == 0)
-        rc = (ssize_t)sink.got;
 out:
     free(url);
     free(esc);
     free(name);
     return rc;
+}
+
+struct buffer_sink {
+    char *buf;
+    size_t len;
+    size_t got;
+};
+
+static int buffer_sink_data(void *arg, const char *data, size_t len)
+{
+    struct buffer_sink *b = arg;
+    if (len > b->len - b->got)
+        len = b->len - b->got;
+    memcpy(b->buf + b->got, data, len);
+    b->got += len;
+    return 0;
+}
+
+static ssize_t gcs_read(struct store *s, const char *key, int64_t generation, uint64_t off,
+                        size_t len, char *buf)
+{
+    struct buffer_sink b = {.buf = buf, .len = len};
+    int rc = gcs_media(to_gcs(s), key, generation, off, len, false, buffer_sink_data, &b);
+    return rc < 0 ? rc : (ssize_t)b.got;
+}
+
+static int gcs_stream(struct store *s, const char *key, int64_t generation, uint64_t off,
+                      uint64_t len, store_sink_fn sink, void *arg)
+{
+    return gcs_media(to_gcs(s), key, generation, off, len, true, sink, arg);
 }
 
 static void gcs_destroy(struct store *s)
@@ -266,6 +285,7 @@ static const struct store_ops gcs_ops = {
     .stat_object = gcs_stat_object,
     .prefix_exists = gcs_prefix_exists,
     .read = gcs_read,
+    .stream = gcs_stream,
     .destroy = gcs_destroy,
 };
 

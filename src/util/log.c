@@ -87,6 +87,18 @@ void log_msg(enum log_level level, const char *fmt, ...)
                          (double)now.tv_sec + (double)now.tv_nsec / 1e9, message);
     if (len < 0)
         return;
+    if ((size_t)len >= sizeof(line) && log_config.json) {
+        /* escaping can make a JSON line several times the message: cut,
+         * it would no longer be JSON, so it gets a buffer of its size */
+        char *big = malloc((size_t)len + 1);
+        if (big && log_format(big, (unsigned long)len + 1, true, level,
+                              (double)now.tv_sec + (double)now.tv_nsec / 1e9, message) == len) {
+            fwrite(big, 1, (size_t)len, stderr);
+            free(big);
+            return;
+        }
+        free(big);
+    }
     if ((size_t)len >= sizeof(line)) {
         len = (int)sizeof(line) - 1;
         line[len - 1] = '\n';

@@ -1,0 +1,1040 @@
+/* The namespace: file-name rules, directory snapshots, and the metadata
+ * caches in front of a store (a fake one here, counting its calls). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meta/meta.h"
+#include "meta/names.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/log.h"
+
+/* ---- names ------------------------------------------------------------ */
+
+static void test_component_ok(void **state)
+{
+    (void)state;
+    char name[300];
+
+    assert_false(names_component_ok("", 0));
+    assert_false(names_component_ok(".", 1));
+    assert_false(names_component_ok("..", 2));
+    assert_true(names_component_ok("...", 3));
+    assert_true(names_component_ok(".a", 2));
+    assert_true(names_component_ok("..a", 3));
+    assert_true(names_component_ok("a.", 2));
+    assert_true(names_component_ok("a", 1));
+    assert_true(names_component_ok(" ", 1));
+    assert_true(names_component_ok("caf\xc3\xa9", 5));
+    assert_false(names_component_ok("a/b", 3));
+    assert_false(names_component_ok("/", 1));
+    assert_false(names_component_ok("a/", 2));
+    assert_false(names_component_ok("a\0b", 3));
+    /* only len bytes count: "./x" cut to "." is ".", cut to "./" has a slash */
+    assert_false(names_component_ok("./x", 1));
+    assert_false(names_component_ok("./x", 2));
+    assert_true(names_component_ok("ab/", 2));
+
+    memset(name, 'x', sizeof(name));
+    assert_true(names_component_ok(name, 254));
+    assert_true(names_component_ok(name, 255));
+    assert_false(names_component_ok(name, 256));
+    assert_false(names_component_ok(name, 299));
+    name[100] = '/';
+    assert_false(names_component_ok(name, 255));
+}
+
+static void test_key_of_path(void **state)
+{
+    (void)state;
+    assert_string_equal(names_key_of_path("/"), "");
+    assert_string_equal(names_key_of_path(""), "");
+    assert_string_equal(names_key_of_path("/a"), "a");
+    assert_string_equal(names_key_of_path("/a/b/c"), "a/b/c");
+    assert_string_equal(names_key_of_path("//a/b"), "a/b");
+    assert_string_equal(names_key_of_path("a/b"), "a/b");
+    const char *p = "/x/y";
+    assert_ptr_equal(names_key_of_path(p), p + 1); /* points into path */
+}
+
+static void test_split(void **state)
+{
+    (void)state;
+    char parent[64];
+    const char *key = "a/b/c";
+    const char *base = names_split(key, parent);
+    assert_string_equal(parent, "a/b");
+    assert_string_equal(base, "c");
+    assert_ptr_equal(base, key + 4);
+
+    base = names_split("c", parent);
+    assert_string_equal(parent, "");
+    assert_string_equal(base, "c");
+
+    base = names_split("dir/file.txt", parent);
+    assert_string_equal(parent, "dir");
+    assert_string_equal(base, "file.txt");
+
+    base = names_split("", parent);
+    assert_string_equal(parent, "");
+    assert_string_equal(base, "");
+
+    base = names_split("a//b", parent);
+    assert_string_equal(parent, "a/");
+    assert_string_equal(base, "b");
+
+    base = names_split("a/", parent);
+    assert_string_equal(parent, "a");
+    assert_string_equal(base, "");
+}
+
+/* ---- meta_dir_build --------------------------------------------------- */
+
+static void add(struct store_listing *l, const char *name, bool is_dir, uint64_t size)
+{
+    struct store_attr a = {.size = size, .generation = (int64_t)size + 1000,
+                           .mtime_sec = 42, .mtime_nsec = 7};
+    assert_int_equal(store_listing_add(l, name, strlen(name), is_dir, is_dir ? NULL : &a), 0);
+}
+
+static const struct meta_dir_entry *dir_get(const struct meta_dir *d, const char *name)
+{
+    for (size_t i = 0; i < d->count; i++)
+        if (strcmp(d->entries[i].name, name) == 0)
+            return &d->entries[i];
+    return NULL;
+}
+
+static void assert_sorted_unique(const struct meta_dir *d)
+{
+    for (size_t i = 1; i < d->count; i++) {
+        const unsigned char *a = (const unsigned char *)d->entries[i - 1].name;
+        const unsigned char *b = (const unsigned char *)d->entries[i].name;
+        size_t la = strlen((const char *)a), lb = strlen((const char *)b);
+        int c = memcmp(a, b, la < lb ? la : lb);
+        if (c > 0 || (c == 0 && la >= lb))
+            fail_msg("entries %zu and %zu out of order: '%s' '%s'", i - 1, i, a, b);
+    }
+}
+
+static void test_dir_build_filters(void **state)
+{
+    (void)state;
+    struct store_listing l = {0};
+    char long255[256], long256[257];
+    memset(long255, 'L', 255);
+    long255[255] = '\0';
+    memset(long256, 'M', 256);
+    long256[256] = '\0';
+
+    add(&l, "good", false, 1);
+    add(&l, "", true, 0);
+    add(&l, "", false, 0);
+    add(&l, ".", false, 0);
+    add(&l, "..", true, 0);
+    add(&l, long255, false, 255);
+    add(&l, long256, false, 256);
+    add(&l, "has/slash", false, 0);
+    add(&l, "...", false, 3);
+    add(&l, ".hidden", false, 4);
+
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_dir_build(&l, "x", NULL, &d), 0);
+    assert_int_equal(d->refs, 1);
+    assert_int_equal(d->count, 4);
+    assert_non_null(dir_get(d, "good"));
+    assert_non_null(dir_get(d, long255));
+    assert_non_null(dir_get(d, "..."));
+    assert_non_null(dir_get(d, ".hidden"));
+    assert_null(dir_get(d, ""));
+    assert_null(dir_get(d, "."));
+    assert_null(dir_get(d, ".."));
+    assert_null(dir_get(d, long256));
+    assert_int_equal(dir_get(d, long255)->attr.attr.size, 255);
+    assert_sorted_unique(d);
+    meta_dir_put(d);
+    /* the raw listing is not consumed */
+    assert_int_equal(l.count, 10);
+    assert_string_equal(l.entries[0].name, "good");
+    store_listing_free(&l);
+}
+
+static void test_dir_build_sorts_bytewise(void **state)
+{
+    (void)state;
+    static const char *const names[] = {
+        "zeta", "Zeta", "alpha", "\xc3\xa9t\xc3\xa9", "a b", "a.b", "ab", "a", "_x", "~",
+        "10", "9", "\x7f", "\xff", "A", "a-b", "aB", "aa",
+    };
+    static const char *const sorted[] = {
+        "10", "9", "A", "Zeta", "_x", "a", "a b", "a-b", "a.b", "aB", "aa", "ab", "alpha",
+        "zeta", "~", "\x7f", "\xc3\xa9t\xc3\xa9", "\xff",
+    };
+    size_t n = sizeof(names) / sizeof(names[0]);
+    struct store_listing l = {0};
+    for (size_t i = 0; i < n; i++)
+        add(&l, names[i], i % 3 == 0, i);
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_dir_build(&l, "", NULL, &d), 0);
+    assert_int_equal(d->count, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(d->entries[i].name, sorted[i]);
+    assert_sorted_unique(d);
+    /* attributes travel with their names through the sort */
+    const struct meta_dir_entry *e = dir_get(d, "alpha");
+    assert_false(e->attr.is_dir);
+    assert_int_equal(e->attr.attr.size, 2);
+    assert_int_equal(e->attr.attr.generation, 1002);
+    assert_int_equal(e->attr.attr.mtime_sec, 42);
+    assert_int_equal(e->attr.attr.mtime_nsec, 7);
+    assert_true(dir_get(d, "zeta")->attr.is_dir);
+    meta_dir_put(d);
+    store_listing_free(&l);
+}
+
+static void test_dir_build_merges(void **state)
+{
+    (void)state;
+    struct store_listing l = {0};
+    /* page 1 */
+    add(&l, "f1", false, 10);
+    add(&l, "both", false, 99); /* an object "both" ... */
+    add(&l, "p", true, 0);
+    add(&l, "q", true, 0);
+    /* page 2 repeats prefixes */
+    add(&l, "p", true, 0);
+    add(&l, "q", true, 0);
+    add(&l, "both", true, 0);   /* ... and a prefix "both/" */
+    add(&l, "dirfirst", true, 0);
+    add(&l, "dirfirst", false, 5);
+    add(&l, "p", true, 0);
+    add(&l, "f2", false, 20);
+
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_dir_build(&l, "top", NULL, &d), 0);
+    assert_int_equal(d->count, 6);
+    assert_sorted_unique(d);
+    const struct meta_dir_entry *e = dir_get(d, "both");
+    assert_non_null(e);
+    assert_true(e->attr.is_dir);
+    assert_int_equal(e->attr.attr.size, 0);
+    e = dir_get(d, "dirfirst");
+    assert_non_null(e);
+    assert_true(e->attr.is_dir);
+    assert_true(dir_get(d, "p")->attr.is_dir);
+    assert_true(dir_get(d, "q")->attr.is_dir);
+    assert_false(dir_get(d, "f1")->attr.is_dir);
+    assert_int_equal(dir_get(d, "f1")->attr.attr.size, 10);
+    assert_int_equal(dir_get(d, "f2")->attr.attr.size, 20);
+    meta_dir_put(d);
+    store_listing_free(&l);
+
+    /* many pages of one prefix and many objects */
+    for (int page = 0; page < 50; page++) {
+        char name[32];
+        add(&l, "shared", true, 0);
+        snprintf(name, sizeof(name), "obj%03d", page);
+        add(&l, name, false, (uint64_t)page);
+    }
+    assert_int_equal(meta_dir_build(&l, "", NULL, &d), 0);
+    assert_int_equal(d->count, 51);
+    assert_sorted_unique(d);
+    assert_string_equal(d->entries[0].name, "obj000");
+    assert_string_equal(d->entries[49].name, "obj049");
+    assert_int_equal(d->entries[49].attr.attr.size, 49);
+    assert_string_equal(d->entries[50].name, "shared");
+    meta_dir_put(d);
+    store_listing_free(&l);
+}
+
+static void test_dir_build_empty(void **state)
+{
+    (void)state;
+    struct store_listing l = {0};
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_dir_build(&l, "", ".zipperfs", &d), 0);
+    assert_int_equal(d->count, 0);
+    meta_dir_put(d);
+    /* a listing of only invalid names is empty too */
+    add(&l, "", true, 0);
+    add(&l, "..", false, 0);
+    assert_int_equal(meta_dir_build(&l, "", NULL, &d), 0);
+    assert_int_equal(d->count, 0);
+    meta_dir_put(d);
+    store_listing_free(&l);
+}
+
+static void test_dir_build_hidden_only_at_root(void **state)
+{
+    (void)state;
+    struct store_listing l = {0};
+    add(&l, ".zipperfs", true, 0);
+    add(&l, ".zipperfs2", false, 1);
+    add(&l, "data", false, 2);
+    struct meta_dir *d = NULL;
+
+    assert_int_equal(meta_dir_build(&l, "", ".zipperfs", &d), 0);
+    assert_int_equal(d->count, 2);
+    assert_null(dir_get(d, ".zipperfs"));
+    assert_non_null(dir_get(d, ".zipperfs2"));
+    assert_non_null(dir_get(d, "data"));
+    meta_dir_put(d);
+
+    assert_int_equal(meta_dir_build(&l, "sub", ".zipperfs", &d), 0);
+    assert_int_equal(d->count, 3);
+    assert_non_null(dir_get(d, ".zipperfs"));
+    meta_dir_put(d);
+
+    assert_int_equal(meta_dir_build(&l, "", NULL, &d), 0);
+    assert_int_equal(d->count, 3);
+    assert_non_null(dir_get(d, ".zipperfs"));
+    meta_dir_put(d);
+    store_listing_free(&l);
+}
+
+/* ---- a fake store ----------------------------------------------------- */
+
+#define FAKE_MAX 512
+
+/* short TTLs for the expiry tests, long enough not to lapse between two
+ * calls on a loaded machine */
+#define SHORT_TTL_MS 250
+#define PAST_TTL_MS 350
+
+struct fake_obj {
+    char name[64];
+    uint64_t size;
+    int64_t gen;
+};
+
+struct fake_store {
+    struct store base;
+    pthread_mutex_t lock;
+    struct fake_obj objs[FAKE_MAX];
+    size_t n;
+    int fail; /* a -errno every call returns, or 0 */
+    int list_calls, stat_calls, prefix_calls, read_calls;
+};
+
+static struct fake_store *fake(struct store *s)
+{
+    return (struct fake_store *)s;
+}
+
+static int fake_list_dir(struct store *s, const char *dir, struct store_listing *out)
+{
+    struct fake_store *f = fake(s);
+    __atomic_add_fetch(&f->list_calls, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&f->lock);
+    int rc = f->fail;
+    char prefix[80];
+    snprintf(prefix, sizeof(prefix), "%s%s", dir, dir[0] ? "/" : "");
+    size_t plen = strlen(prefix);
+    for (size_t i = 0; rc == 0 && i < f->n; i++) {
+        const char *name = f->objs[i].name;
+        if (strncmp(name, prefix, plen) != 0 || !name[plen])
+            continue;
+        const char *rel = name + plen;
+        const char *slash = strchr(rel, '/');
+        if (slash) {
+            rc = store_listing_add(out, rel, (size_t)(slash - rel), true, NULL);
+        } else {
+            struct store_attr a = {.size = f->objs[i].size, .generation = f->objs[i].gen};
+            rc = store_listing_add(out, rel, strlen(rel), false, &a);
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fake_stat_object(struct store *s, const char *key, struct store_attr *out)
+{
+    struct fake_store *f = fake(s);
+    __atomic_add_fetch(&f->stat_calls, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&f->lock);
+    int rc = f->fail ? f->fail : -ENOENT;
+    for (size_t i = 0; rc == -ENOENT && i < f->n; i++) {
+        if (strcmp(f->objs[i].name, key) == 0) {
+            memset(out, 0, sizeof(*out));
+            out->size = f->objs[i].size;
+            out->generation = f->objs[i].gen;
+            rc = 0;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fake_prefix_exists(struct store *s, const char *key)
+{
+    struct fake_store *f = fake(s);
+    __atomic_add_fetch(&f->prefix_calls, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&f->lock);
+    int rc = f->fail;
+    size_t klen = strlen(key);
+    for (size_t i = 0; rc == 0 && i < f->n; i++)
+        if (strncmp(f->objs[i].name, key, klen) == 0 && f->objs[i].name[klen] == '/')
+            rc = 1;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static ssize_t fake_read(struct store *s, const char *key, int64_t generation, uint64_t off,
+                         size_t len, char *buf)
+{
+    (void)key, (void)generation, (void)off, (void)len, (void)buf;
+    __atomic_add_fetch(&fake(s)->read_calls, 1, __ATOMIC_RELAXED);
+    return -EIO;
+}
+
+static void fake_destroy(struct store *s)
+{
+    (void)s;
+}
+
+static const struct store_ops fake_ops = {
+    .name = "fake",
+    .list_dir = fake_list_dir,
+    .stat_object = fake_stat_object,
+    .prefix_exists = fake_prefix_exists,
+    .read = fake_read,
+    .destroy = fake_destroy,
+};
+
+static void fake_init(struct fake_store *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->base.ops = &fake_ops;
+    pthread_mutex_init(&f->lock, NULL);
+}
+
+static void fake_put(struct fake_store *f, const char *name, uint64_t size)
+{
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n; i++) {
+        if (strcmp(f->objs[i].name, name) == 0) {
+            f->objs[i].size = size;
+            f->objs[i].gen++;
+            pthread_mutex_unlock(&f->lock);
+            return;
+        }
+    }
+    assert_true(f->n < FAKE_MAX);
+    assert_true(strlen(name) < sizeof(f->objs[0].name));
+    strcpy(f->objs[f->n].name, name);
+    f->objs[f->n].size = size;
+    f->objs[f->n].gen = 1000 + (int64_t)f->n;
+    f->n++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static int calls(struct fake_store *f)
+{
+    return __atomic_load_n(&f->list_calls, __ATOMIC_RELAXED) +
+           __atomic_load_n(&f->stat_calls, __ATOMIC_RELAXED) +
+           __atomic_load_n(&f->prefix_calls, __ATOMIC_RELAXED);
+}
+
+static void reset_calls(struct fake_store *f)
+{
+    f->list_calls = f->stat_calls = f->prefix_calls = f->read_calls = 0;
+}
+
+struct fixture {
+    struct fake_store store;
+    struct meta_config cfg;
+    struct meta *m;
+};
+
+static int fixture_setup(void **state)
+{
+    struct fixture *fx = calloc(1, sizeof(*fx));
+    if (!fx)
+        return -1;
+    fake_init(&fx->store);
+    fake_put(&fx->store, "top.txt", 11);
+    fake_put(&fx->store, "d/f1", 100);
+    fake_put(&fx->store, "d/f2", 200);
+    fake_put(&fx->store, "d/sub/deep", 300);
+    fake_put(&fx->store, "both", 5);      /* an object ... */
+    fake_put(&fx->store, "both/inner", 6); /* ... that is also a prefix */
+    fake_put(&fx->store, "marker/", 0);   /* an explicit empty directory */
+    fake_put(&fx->store, ".zipperfs/x", 1);
+    fake_put(&fx->store, "d/.zipperfs", 7);
+    meta_config_default(&fx->cfg);
+    fx->cfg.hidden_root_name = ".zipperfs";
+    *state = fx;
+    return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+    struct fixture *fx = *state;
+    meta_free(fx->m);
+    pthread_mutex_destroy(&fx->store.lock);
+    free(fx);
+    return 0;
+}
+
+static struct meta *fx_meta(struct fixture *fx)
+{
+    meta_free(fx->m);
+    fx->m = NULL;
+    assert_int_equal(meta_new(&fx->cfg, &fx->store.base, &fx->m), 0);
+    reset_calls(&fx->store);
+    return fx->m;
+}
+
+/* ---- meta_getattr / meta_opendir -------------------------------------- */
+
+static void test_root_is_dir_without_calls(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+    memset(&a, 0xff, sizeof(a));
+    assert_int_equal(meta_getattr(m, "", &a), 0);
+    assert_true(a.is_dir);
+    assert_int_equal(a.attr.size, 0);
+    assert_int_equal(calls(&fx->store), 0);
+}
+
+static void test_lookup_does_not_list(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0);
+    assert_false(a.is_dir);
+    assert_int_equal(a.attr.size, 100);
+    assert_int_equal(a.attr.generation, 1001);
+    assert_int_equal(fx->store.list_calls, 0);
+    assert_true(fx->store.stat_calls + fx->store.prefix_calls >= 1);
+    assert_true(fx->store.stat_calls + fx->store.prefix_calls <= 2);
+
+    /* a directory, found by its prefix */
+    reset_calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/sub", &a), 0);
+    assert_true(a.is_dir);
+    assert_int_equal(fx->store.list_calls, 0);
+
+    /* an explicit directory marker */
+    assert_int_equal(meta_getattr(m, "marker", &a), 0);
+    assert_true(a.is_dir);
+
+    /* a missing name */
+    assert_int_equal(meta_getattr(m, "d/nope", &a), -ENOENT);
+    assert_int_equal(meta_getattr(m, "nope/deeper", &a), -ENOENT);
+    assert_int_equal(fx->store.list_calls, 0);
+    assert_int_equal(fx->store.read_calls, 0);
+
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_calls, 0);
+    assert_int_equal(st.stat_calls, 5);
+}
+
+static void test_second_lookup_cached(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a, b;
+
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(meta_getattr(m, "d/sub", &a), 0);
+    int before = calls(&fx->store);
+    assert_true(before > 0);
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(meta_getattr(m, "top.txt", &b), 0);
+        assert_false(b.is_dir);
+        assert_int_equal(b.attr.size, 11);
+        assert_int_equal(b.attr.generation, 1000);
+        assert_int_equal(meta_getattr(m, "d/sub", &b), 0);
+        assert_true(b.is_dir);
+    }
+    assert_int_equal(calls(&fx->store), before);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.stat_hits, 20);
+    assert_int_equal(st.stat_calls, 2);
+}
+
+static void test_negative_cached(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.negative_ttl_ms = SHORT_TTL_MS;
+    fx->cfg.stat_ttl_ms = 60000;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+
+    assert_int_equal(meta_getattr(m, "ghost", &a), -ENOENT);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    int before = calls(&fx->store);
+    assert_true(before > 0);
+    assert_int_equal(meta_getattr(m, "ghost", &a), -ENOENT);
+    assert_int_equal(meta_getattr(m, "ghost", &a), -ENOENT);
+    assert_int_equal(calls(&fx->store), before);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.negative_hits, 2);
+
+    /* the name appears meanwhile: still absent until negative_ttl ends */
+    fake_put(&fx->store, "ghost", 77);
+    assert_int_equal(meta_getattr(m, "ghost", &a), -ENOENT);
+    assert_int_equal(calls(&fx->store), before);
+    clock_sleep_ms(PAST_TTL_MS);
+    assert_int_equal(meta_getattr(m, "ghost", &a), 0);
+    assert_int_equal(a.attr.size, 77);
+    assert_true(calls(&fx->store) > before);
+    /* positive entries live for stat_ttl, longer than the negative one */
+    before = calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(calls(&fx->store), before);
+}
+
+static void test_stat_ttl_expiry(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.stat_ttl_ms = SHORT_TTL_MS;
+    fx->cfg.negative_ttl_ms = 60000;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(meta_getattr(m, "absent", &a), -ENOENT);
+    fake_put(&fx->store, "top.txt", 12);
+    int before = calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 11); /* cached */
+    assert_int_equal(calls(&fx->store), before);
+    clock_sleep_ms(PAST_TTL_MS);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 12);
+    assert_int_equal(a.attr.generation, 1001);
+    assert_true(calls(&fx->store) > before);
+    /* the negative entry has its own, longer TTL */
+    before = calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "absent", &a), -ENOENT);
+    assert_int_equal(calls(&fx->store), before);
+}
+
+static void test_lookup_after_opendir(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_dir *d = NULL;
+    struct meta_attr a;
+
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    assert_int_equal(fx->store.list_calls, 1);
+    assert_int_equal(d->count, 4);
+    assert_string_equal(d->entries[0].name, ".zipperfs"); /* hidden at the root only */
+    assert_string_equal(d->entries[1].name, "f1");
+    assert_string_equal(d->entries[2].name, "f2");
+    assert_string_equal(d->entries[3].name, "sub");
+    assert_true(d->entries[3].attr.is_dir);
+    meta_dir_put(d);
+
+    reset_calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0);
+    assert_false(a.is_dir);
+    assert_int_equal(a.attr.size, 100);
+    assert_int_equal(meta_getattr(m, "d/f2", &a), 0);
+    assert_int_equal(a.attr.size, 200);
+    assert_int_equal(meta_getattr(m, "d/sub", &a), 0);
+    assert_true(a.is_dir);
+    assert_int_equal(meta_getattr(m, "d/.zipperfs", &a), 0);
+    assert_int_equal(meta_getattr(m, "d/missing", &a), -ENOENT);
+    assert_int_equal(calls(&fx->store), 0);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.listing_hits, 5);
+
+    /* a second opendir within list_ttl is served from the cache */
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    assert_int_equal(d->count, 4);
+    meta_dir_put(d);
+    assert_int_equal(calls(&fx->store), 0);
+
+    /* other directories are not covered by it */
+    assert_int_equal(meta_getattr(m, "d/sub/deep", &a), 0);
+    assert_true(calls(&fx->store) > 0);
+}
+
+static void test_object_and_prefix_is_dir(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+
+    assert_int_equal(meta_getattr(m, "both", &a), 0);
+    assert_true(a.is_dir);
+    assert_int_equal(a.attr.size, 0);
+    assert_int_equal(meta_getattr(m, "both/inner", &a), 0);
+    assert_false(a.is_dir);
+    assert_int_equal(a.attr.size, 6);
+
+    /* the same from a listing */
+    m = fx_meta(fx);
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_opendir(m, "", &d), 0);
+    assert_int_equal(d->count, 4); /* both, d, marker, top.txt */
+    assert_string_equal(d->entries[0].name, "both");
+    assert_true(d->entries[0].attr.is_dir);
+    assert_string_equal(d->entries[1].name, "d");
+    assert_string_equal(d->entries[2].name, "marker");
+    assert_true(d->entries[2].attr.is_dir);
+    assert_string_equal(d->entries[3].name, "top.txt");
+    meta_dir_put(d);
+    assert_int_equal(meta_getattr(m, "both", &a), 0);
+    assert_true(a.is_dir);
+    assert_int_equal(fx->store.stat_calls + fx->store.prefix_calls, 0);
+}
+
+static void test_hidden_and_invalid_names(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+    char longname[300];
+
+    assert_int_equal(meta_getattr(m, ".zipperfs", &a), -ENOENT);
+    assert_int_equal(calls(&fx->store), 0);
+    assert_int_equal(meta_getattr(m, "d/.zipperfs", &a), 0);
+    assert_false(a.is_dir);
+
+    reset_calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/..", &a), -ENOENT);
+    assert_int_equal(meta_getattr(m, "d/.", &a), -ENOENT);
+    assert_int_equal(meta_getattr(m, "d/", &a), -ENOENT); /* an empty last component */
+    memset(longname, 'x', 256);
+    longname[256] = '\0';
+    assert_int_equal(meta_getattr(m, longname, &a), -ENAMETOOLONG);
+    longname[255] = '\0';
+    assert_int_equal(meta_getattr(m, longname, &a), -ENOENT); /* valid, but absent */
+    assert_true(calls(&fx->store) > 0);
+    reset_calls(&fx->store);
+    assert_int_equal(calls(&fx->store), 0);
+
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_opendir(m, "", &d), 0);
+    for (size_t i = 0; i < d->count; i++)
+        assert_string_not_equal(d->entries[i].name, ".zipperfs");
+    meta_dir_put(d);
+    assert_int_equal(meta_getattr(m, ".zipperfs", &a), -ENOENT);
+}
+
+static void test_list_ttl_expiry(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.list_ttl_ms = SHORT_TTL_MS;
+    fx->cfg.stat_ttl_ms = 60000;
+    struct meta *m = fx_meta(fx);
+    struct meta_dir *d = NULL;
+    struct meta_attr a;
+
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    meta_dir_put(d);
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    meta_dir_put(d);
+    assert_int_equal(fx->store.list_calls, 1);
+
+    fake_put(&fx->store, "d/f3", 3);
+    assert_int_equal(meta_getattr(m, "d/f3", &a), -ENOENT); /* from the listing */
+    assert_int_equal(calls(&fx->store), 1);
+    clock_sleep_ms(PAST_TTL_MS);
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    assert_int_equal(fx->store.list_calls, 2);
+    assert_int_equal(d->count, 5);
+    assert_non_null(dir_get(d, "f3"));
+    meta_dir_put(d);
+
+    /* after expiry a lookup asks the store about the one name */
+    clock_sleep_ms(PAST_TTL_MS);
+    reset_calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/f2", &a), 0);
+    assert_int_equal(a.attr.size, 200);
+    assert_int_equal(fx->store.list_calls, 0);
+    assert_true(fx->store.stat_calls + fx->store.prefix_calls > 0);
+}
+
+static void test_dir_refs_outlive_cache(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.list_ttl_ms = 20;
+    struct meta *m = fx_meta(fx);
+    struct meta_dir *d1 = NULL, *d2 = NULL, *d3 = NULL;
+
+    assert_int_equal(meta_opendir(m, "d", &d1), 0);
+    clock_sleep_ms(40);
+    assert_int_equal(meta_opendir(m, "d", &d2), 0); /* replaces the cached one */
+    assert_ptr_not_equal(d1, d2);
+    meta_invalidate(m, "d/f1");                      /* drops the listing of "d" */
+    assert_int_equal(meta_opendir(m, "d", &d3), 0);
+    assert_ptr_not_equal(d2, d3);
+    assert_int_equal(fx->store.list_calls, 3);
+    meta_free(m);
+    fx->m = NULL;
+    /* snapshots held by callers stay valid */
+    assert_int_equal(d1->count, 4);
+    assert_string_equal(d1->entries[1].name, "f1");
+    assert_string_equal(d2->entries[2].name, "f2");
+    assert_string_equal(d3->entries[3].name, "sub");
+    meta_dir_put(d1);
+    meta_dir_put(d2);
+    meta_dir_put(d3);
+}
+
+static void test_invalidate(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+    struct meta_dir *d = NULL;
+
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 11);
+    fake_put(&fx->store, "top.txt", 13);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 11);
+    meta_invalidate(m, "top.txt");
+    int before = calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 13);
+    assert_true(calls(&fx->store) > before);
+
+    /* the parent's listing goes too */
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    meta_dir_put(d);
+    fake_put(&fx->store, "d/f1", 101);
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0);
+    assert_int_equal(a.attr.size, 100);
+    meta_invalidate(m, "d/f1");
+    reset_calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0);
+    assert_int_equal(a.attr.size, 101);
+    assert_true(calls(&fx->store) > 0);
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    assert_int_equal(fx->store.list_calls, 1);
+    assert_int_equal(dir_get(d, "f1")->attr.attr.size, 101);
+    meta_dir_put(d);
+
+    /* a negative entry is forgotten too */
+    assert_int_equal(meta_getattr(m, "late", &a), -ENOENT);
+    fake_put(&fx->store, "late", 1);
+    assert_int_equal(meta_getattr(m, "late", &a), -ENOENT);
+    meta_invalidate(m, "late");
+    assert_int_equal(meta_getattr(m, "late", &a), 0);
+
+    /* invalidating an unknown key is harmless */
+    meta_invalidate(m, "never/seen");
+    meta_invalidate(m, "");
+}
+
+static void test_errors_not_cached(void **state)
+{
+    struct fixture *fx = *state;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+    struct meta_dir *d = (struct meta_dir *)0x1;
+
+    fx->store.fail = -EIO;
+    assert_int_equal(meta_getattr(m, "top.txt", &a), -EIO);
+    fx->store.fail = -EACCES;
+    assert_int_equal(meta_getattr(m, "top.txt", &a), -EACCES);
+    assert_int_equal(meta_opendir(m, "d", &d), -EACCES);
+    fx->store.fail = -ETIMEDOUT;
+    assert_int_equal(meta_opendir(m, "d", &d), -ETIMEDOUT);
+    fx->store.fail = 0;
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(a.attr.size, 11);
+    assert_int_equal(meta_opendir(m, "d", &d), 0);
+    assert_int_equal(d->count, 4);
+    meta_dir_put(d);
+    assert_int_equal(meta_opendir(m, "nope", &d), 0); /* a prefix with nothing: empty */
+    assert_int_equal(d->count, 0);
+    meta_dir_put(d);
+}
+
+static void test_cache_bounded(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.max_entries = 8;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+    char key[64];
+    const int n = 100;
+
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "many/f%03d", i);
+        fake_put(&fx->store, key, (uint64_t)i);
+        snprintf(key, sizeof(key), "dirs/d%03d/x", i);
+        fake_put(&fx->store, key, (uint64_t)i);
+    }
+    reset_calls(&fx->store);
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "many/f%03d", i);
+        int before = calls(&fx->store);
+        assert_int_equal(meta_getattr(m, key, &a), 0);
+        assert_int_equal(a.attr.size, (uint64_t)i);
+        assert_true(calls(&fx->store) > before);
+        before = calls(&fx->store);
+        assert_int_equal(meta_getattr(m, key, &a), 0); /* just cached */
+        assert_int_equal(a.attr.size, (uint64_t)i);
+        assert_int_equal(calls(&fx->store), before);
+    }
+    /* at most max_entries can still be cached: count the hits going back,
+     * newest first (the newest is surely there) */
+    int hits = 0;
+    for (int i = n - 1; i >= 0; i--) {
+        snprintf(key, sizeof(key), "many/f%03d", i);
+        int before = calls(&fx->store);
+        assert_int_equal(meta_getattr(m, key, &a), 0);
+        assert_int_equal(a.attr.size, (uint64_t)i);
+        if (calls(&fx->store) == before)
+            hits++;
+    }
+    assert_true(hits >= 1);
+    assert_true(hits <= 8);
+
+    /* the listing cache likewise */
+    for (int i = 0; i < n; i++) {
+        struct meta_dir *d = NULL;
+        snprintf(key, sizeof(key), "dirs/d%03d", i);
+        assert_int_equal(meta_opendir(m, key, &d), 0);
+        assert_int_equal(d->count, 1);
+        meta_dir_put(d);
+    }
+    reset_calls(&fx->store);
+    for (int i = n - 1; i >= 0; i--) {
+        struct meta_dir *d = NULL;
+        snprintf(key, sizeof(key), "dirs/d%03d", i);
+        assert_int_equal(meta_opendir(m, key, &d), 0);
+        assert_int_equal(d->count, 1);
+        assert_string_equal(d->entries[0].name, "x");
+        meta_dir_put(d);
+    }
+    assert_true(fx->store.list_calls >= n - 8);
+    assert_true(fx->store.list_calls <= n - 1);
+}
+
+static void test_cache_bound_of_one(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.max_entries = 1;
+    struct meta *m = fx_meta(fx);
+    struct meta_attr a;
+
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0);
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0);
+    int before = calls(&fx->store);
+    assert_int_equal(meta_getattr(m, "d/f1", &a), 0); /* the newest stays */
+    assert_int_equal(calls(&fx->store), before);
+    assert_int_equal(meta_getattr(m, "top.txt", &a), 0); /* the older one went */
+    assert_true(calls(&fx->store) > before);
+    assert_int_equal(a.attr.size, 11);
+}
+
+struct thread_arg {
+    struct meta *m;
+    unsigned seed;
+    int errors;
+};
+
+static void *hammer(void *p)
+{
+    struct thread_arg *t = p;
+    static const char *const files[] = {"top.txt", "d/f1", "d/f2", "d/sub/deep", "both/inner"};
+    static const uint64_t sizes[] = {11, 100, 200, 300, 6};
+    static const char *const dirs[] = {"", "d", "d/sub", "both", "marker"};
+    for (int i = 0; i < 3000; i++) {
+        unsigned r = (t->seed = t->seed * 1103515245u + 12345u) >> 8;
+        struct meta_attr a;
+        struct meta_dir *d;
+        switch (r % 4) {
+        case 0:
+        case 1:
+            if (meta_getattr(t->m, files[r % 5], &a) != 0 || a.is_dir ||
+                a.attr.size != sizes[r % 5])
+                t->errors++;
+            break;
+        case 2:
+            if (meta_opendir(t->m, dirs[r % 5], &d) != 0) {
+                t->errors++;
+                break;
+            }
+            if (d->count == 0 && r % 5 != 4)
+                t->errors++;
+            meta_dir_put(d);
+            break;
+        default:
+            meta_invalidate(t->m, files[r % 5]);
+            if (meta_getattr(t->m, dirs[1 + r % 4], &a) != 0 || !a.is_dir)
+                t->errors++;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.stat_ttl_ms = 2;
+    fx->cfg.list_ttl_ms = 3;
+    fx->cfg.negative_ttl_ms = 1;
+    fx->cfg.max_entries = 4;
+    struct meta *m = fx_meta(fx);
+    pthread_t th[8];
+    struct thread_arg args[8];
+    for (int i = 0; i < 8; i++) {
+        args[i] = (struct thread_arg){.m = m, .seed = (unsigned)i * 7919u + 1};
+        assert_int_equal(pthread_create(&th[i], NULL, hammer, &args[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].errors, 0);
+    }
+}
+
+int main(void)
+{
+    log_set_level(LOG_LEVEL_ERROR); /* the skipped names are logged as warnings */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_component_ok),
+        cmocka_unit_test(test_key_of_path),
+        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_dir_build_filters),
+        cmocka_unit_test(test_dir_build_sorts_bytewise),
+        cmocka_unit_test(test_dir_build_merges),
+        cmocka_unit_test(test_dir_build_empty),
+        cmocka_unit_test(test_dir_build_hidden_only_at_root),
+        cmocka_unit_test_setup_teardown(test_root_is_dir_without_calls, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_does_not_list, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_second_lookup_cached, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_negative_cached, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_stat_ttl_expiry, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_after_opendir, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_object_and_prefix_is_dir, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hidden_and_invalid_names, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_list_ttl_expiry, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_dir_refs_outlive_cache, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_invalidate, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_errors_not_cached, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_cache_bounded, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_cache_bound_of_one, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_threads, fixture_setup, fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
