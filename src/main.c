@@ -17,6 +17,7 @@ struct cli {
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
     unsigned file_mode, dir_mode, uid, gid;
+    unsigned max_read;
     int debug_log;
     int show_help, show_version;
 };
@@ -47,6 +48,9 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("uid=%u", uid),
     CLI_OPT("gid=%u", gid),
     CLI_OPT("debug_log", debug_log),
+    /* read by us (init must repeat it to the kernel) and by libfuse */
+    CLI_OPT("max_read=%u", max_read),
+    FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -87,7 +91,8 @@ static void usage(const char *prog)
            "    retry_deadline=SECONDS give up on a request after this long (120)\n"
            "    stall_timeout=SECONDS  an attempt receiving nothing this long is retried (30)\n"
            "    connect_timeout=SECONDS (10)\n"
-           "    read_window_mb=N       largest sequential read request (16)\n"
+           "    read_window_mb=N       buffer of a sequential read's stream in MiB (16)\n"
+           "    max_read=BYTES         largest read the kernel sends (1048576)\n"
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
            "    control_dir=NAME       name of the control directory (.zipperfs)\n"
@@ -172,6 +177,7 @@ int main(int argc, char *argv[])
     cli.dir_mode = cfg.dir_mode;
     cli.uid = cfg.uid;
     cli.gid = cfg.gid;
+    cli.max_read = 0;
 
     if (fuse_opt_parse(&args, &cli, cli_opts, cli_proc) != 0)
         goto out;
@@ -222,17 +228,23 @@ int main(int argc, char *argv[])
     cfg.dir_mode = cli.dir_mode;
     cfg.uid = cli.uid;
     cfg.gid = cli.gid;
+    cfg.max_read = cli.max_read;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
         goto out;
     }
+    if (cli.max_read == 0)
+        cfg.max_read = 1u << 20;
     if (zfs_new(&cfg, &z) < 0)
         goto out_curl;
     fs = fs_state_new(z);
     /* libfuse 3.14.0 hands its unset idle-thread limit (-1) to the loop,
      * which complains; explicit defaults (that a user's own -o options,
      * coming later, override) avoid that */
+    /* the most the kernel asks for in one read: 1 MiB unless set */
+    if (cli.max_read == 0 && fuse_opt_add_arg(&args, "-omax_read=1048576") != 0)
+        goto out_curl;
     if (!fs || fuse_opt_insert_arg(&args, 1, "-omax_threads=16,max_idle_threads=16") != 0 ||
         add_fsname(&args, cli.source) != 0 ||
         fuse_opt_add_arg(&args, "-osubtype=zipperfs") != 0)

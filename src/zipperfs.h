@@ -47,6 +47,7 @@ struct zfs_config {
     uid_t uid;
     gid_t gid;
     const char *control_name;  /* the control directory's name */
+    unsigned max_read;         /* the largest read the kernel sends */
 };
 
 void zfs_config_default(struct zfs_config *cfg);

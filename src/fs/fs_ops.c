@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -15,10 +16,41 @@
  * ahead this far. */
 #define FS_MAX_READ (1u << 20)
 
+/* An open file. Kept on a list so that whatever the kernel never released
+ * (a release can be lost when the mount goes away) is freed at destroy. */
+struct fs_handle {
+    struct fs_handle *prev, *next; /* guarded by fs_state.handles_lock */
+    struct reader *reader;         /* an open file, or */
+    struct meta_dir *dir;          /* an open directory */
+};
+
 struct fs_state {
     struct zfs *zfs;
     time_t mount_time; /* directories have no time of their own in a bucket */
+    pthread_mutex_t handles_lock;
+    struct fs_handle handles; /* list head */
 };
+
+static void handle_link(struct fs_state *fs, struct fs_handle *h)
+{
+    pthread_mutex_lock(&fs->handles_lock);
+    h->next = fs->handles.next;
+    h->prev = &fs->handles;
+    fs->handles.next->prev = h;
+    fs->handles.next = h;
+    pthread_mutex_unlock(&fs->handles_lock);
+}
+
+static void handle_free(struct fs_state *fs, struct fs_handle *h)
+{
+    pthread_mutex_lock(&fs->handles_lock);
+    h->prev->next = h->next;
+    h->next->prev = h->prev;
+    pthread_mutex_unlock(&fs->handles_lock);
+    reader_free(h->reader);
+    meta_dir_put(h->dir);
+    free(h);
+}
 
 static struct fs_state *fs_state(void)
 {
@@ -69,6 +101,8 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     const struct zfs_config *zc = &fs->zfs->cfg;
 
     conn->max_readahead = FS_MAX_READ;
+    /* libfuse checks this repeats the max_read mount option */
+    conn->max_read = zc->max_read;
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
     /* objects cannot be written through the mount: no need to take the
@@ -81,13 +115,15 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* keep cached pages while an object's mtime and size are unchanged */
     cfg->auto_cache = 1;
     cfg->use_ino = 0;
-    log_info("mounted (max read %u KiB)", FS_MAX_READ / 1024);
+    log_info("mounted (max read %u KiB)", zc->max_read / 1024);
     return fs;
 }
 
 static void fs_destroy(void *private_data)
 {
-    (void)private_data;
+    struct fs_state *fs = private_data;
+    while (fs->handles.next != &fs->handles)
+        handle_free(fs, fs->handles.next);
     log_info("unmounted");
 }
 
@@ -106,11 +142,16 @@ static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *
 static int fs_opendir(const char *path, struct fuse_file_info *fi)
 {
     struct fs_state *fs = fs_state();
-    struct meta_dir *d;
-    int rc = meta_opendir(fs->zfs->meta, names_key_of_path(path), &d);
-    if (rc < 0)
+    struct fs_handle *h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    int rc = meta_opendir(fs->zfs->meta, names_key_of_path(path), &h->dir);
+    if (rc < 0) {
+        free(h);
         return fs_errno(rc);
-    fi->fh = (uint64_t)(uintptr_t)d;
+    }
+    handle_link(fs, h);
+    fi->fh = (uint64_t)(uintptr_t)h;
     return 0;
 }
 
@@ -120,7 +161,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     (void)path;
     (void)offset;
     struct fs_state *fs = fs_state();
-    struct meta_dir *d = (struct meta_dir *)(uintptr_t)fi->fh;
+    struct meta_dir *d = ((struct fs_handle *)(uintptr_t)fi->fh)->dir;
     enum fuse_fill_dir_flags fill = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0;
     struct stat st;
 
@@ -138,7 +179,7 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
 static int fs_releasedir(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    meta_dir_put((struct meta_dir *)(uintptr_t)fi->fh);
+    handle_free(fs_state(), (struct fs_handle *)(uintptr_t)fi->fh);
     return 0;
 }
 
@@ -156,9 +197,16 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
         return fs_errno(rc);
     if (a.is_dir)
         return -EISDIR;
-    if ((rc = reader_new(&fs->zfs->reader_cfg, fs->zfs->store, key, &a.attr, &r)) < 0)
+    struct fs_handle *h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    if ((rc = reader_new(&fs->zfs->reader_cfg, fs->zfs->store, key, &a.attr, &r)) < 0) {
+        free(h);
         return rc;
-    fi->fh = (uint64_t)(uintptr_t)r;
+    }
+    h->reader = r;
+    handle_link(fs, h);
+    fi->fh = (uint64_t)(uintptr_t)h;
     return 0;
 }
 
@@ -166,10 +214,10 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
                    struct fuse_file_info *fi)
 {
     struct fs_state *fs = fs_state();
-    struct reader *r = (struct reader *)(uintptr_t)fi->fh;
+    struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     if (off < 0)
         return -EINVAL;
-    ssize_t n = reader_read(r, buf, size, (uint64_t)off);
+    ssize_t n = reader_read(h->reader, buf, size, (uint64_t)off);
     if (n == -ESTALE)
         meta_invalidate(fs->zfs->meta, names_key_of_path(path));
     if (n < 0)
@@ -180,7 +228,7 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    reader_free((struct reader *)(uintptr_t)fi->fh);
+    handle_free(fs_state(), (struct fs_handle *)(uintptr_t)fi->fh);
     return 0;
 }
 
@@ -339,10 +387,15 @@ struct fs_state *fs_state_new(struct zfs *z)
         return NULL;
     fs->zfs = z;
     fs->mount_time = time(NULL);
+    pthread_mutex_init(&fs->handles_lock, NULL);
+    fs->handles.next = fs->handles.prev = &fs->handles;
     return fs;
 }
 
 void fs_state_free(struct fs_state *fs)
 {
+    if (!fs)
+        return;
+    pthread_mutex_destroy(&fs->handles_lock);
     free(fs);
 }

@@ -38,7 +38,8 @@ With require_bearer on, a request whose Authorization header is not
 answer; fault rules still apply on top of that answer.
 
 Log entries: {"method", "path", "range", "authorization" (true/false),
-"fault" (action or null), "status" (status sent, null if none), "time"}.
+"fault" (action or null), "status" (status sent, null if none), "time",
+"peer" (the client's port: one per connection)}.
 """
 
 import argparse
@@ -364,6 +365,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             "fault": None,
             "status": None,
             "time": time.time(),
+            # the client's port: requests sharing it shared a connection
+            "peer": self.client_address[1],
         }
         state.add_log(entry)
         rule = state.take_fault(target)
