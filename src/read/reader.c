@@ -319,7 +319,11 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
         size = (size_t)(r->attr.size - off);
 
     pthread_mutex_lock(&r->lock);
-    bool sequential = off == r->next_off && off > 0;
+    /* Sequential: at or a little after where the last read ended. The
+     * kernel's readahead runs reads of one file on several threads, so they
+     * arrive a little out of order and an exact match would miss some. */
+    uint64_t near = 2 * (uint64_t)r->cfg.min_window;
+    bool sequential = off > 0 && off >= r->next_off && off <= r->next_off + near;
     while (done < size) {
         uint64_t at = off + done;
         size_t n = copy_from_buffer(r, buf + done, size - done, at);
