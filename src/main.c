@@ -13,11 +13,13 @@
 
 struct cli {
     char *source;
-    char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name;
+    char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
+    unsigned crc_cache_entries;
+    int show_control;
     int debug_log;
     int show_help, show_version;
 };
@@ -33,6 +35,9 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("token_file=%s", token_file),
     CLI_OPT("metadata_host=%s", metadata_host),
     CLI_OPT("control_dir=%s", control_name),
+    CLI_OPT("show_control", show_control),
+    CLI_OPT("cache_dir=%s", cache_dir),
+    CLI_OPT("crc_cache_entries=%u", crc_cache_entries),
     CLI_OPT("stat_ttl=%lf", stat_ttl),
     CLI_OPT("list_ttl=%lf", list_ttl),
     CLI_OPT("negative_ttl=%lf", negative_ttl),
@@ -96,6 +101,10 @@ static void usage(const char *prog)
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
            "    control_dir=NAME       name of the control directory (.zipperfs)\n"
+           "    show_control           list the control directory in the mount's root\n"
+           "    cache_dir=PATH         where CRC-32s of archive members are kept\n"
+           "                           ($XDG_CACHE_HOME/zipperfs or ~/.cache/zipperfs)\n"
+           "    crc_cache_entries=N    CRCs kept (1000000)\n"
            "    debug_log              log every request\n"
            "\n"
            "Environment: PRODUCTION_DEPLOYMENT=true logs JSON lines (Cloud Logging).\n"
@@ -178,6 +187,7 @@ int main(int argc, char *argv[])
     cli.uid = cfg.uid;
     cli.gid = cfg.gid;
     cli.max_read = 0;
+    cli.crc_cache_entries = cfg.crc_cache_entries;
 
     if (fuse_opt_parse(&args, &cli, cli_opts, cli_proc) != 0)
         goto out;
@@ -229,6 +239,9 @@ int main(int argc, char *argv[])
     cfg.uid = cli.uid;
     cfg.gid = cli.gid;
     cfg.max_read = cli.max_read;
+    cfg.cache_dir = cli.cache_dir;
+    cfg.crc_cache_entries = cli.crc_cache_entries;
+    cfg.show_control = cli.show_control != 0;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
@@ -264,5 +277,6 @@ out:
     free(cli.token_file);
     free(cli.metadata_host);
     free(cli.control_name);
+    free(cli.cache_dir);
     return ret;
 }

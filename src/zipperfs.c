@@ -29,6 +29,25 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->uid = getuid();
     cfg->gid = getgid();
     cfg->control_name = ".zipperfs";
+    cfg->crc_cache_entries = 1000000;
+}
+
+/* $XDG_CACHE_HOME/zipperfs, ~/.cache/zipperfs, or /var/cache/zipperfs */
+static char *default_cache_dir(void)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char *out = NULL;
+    if (xdg && xdg[0] == '/') {
+        if (asprintf(&out, "%s/zipperfs", xdg) < 0)
+            out = NULL;
+    } else if (home && home[0] == '/') {
+        if (asprintf(&out, "%s/.cache/zipperfs", home) < 0)
+            out = NULL;
+    } else {
+        out = strdup("/var/cache/zipperfs");
+    }
+    return out;
 }
 
 int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t errsize)
@@ -226,6 +245,46 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     mc.hidden_root_name = cfg->control_name;
     if ((rc = meta_new(&mc, z->store, &z->meta)) < 0)
         goto fail;
+
+    /* the CRC cache: without it archives still work, they just recompute */
+    char *cache_dir = cfg->cache_dir ? strdup(cfg->cache_dir) : default_cache_dir();
+    if (cache_dir && crc_cache_open(cache_dir, cfg->crc_cache_entries ? cfg->crc_cache_entries : 1,
+                                    &z->crcs) < 0) {
+        log_warn("CRC cache in %s unusable: archives will recompute CRCs", cache_dir);
+        z->crcs = NULL;
+    }
+    free(cache_dir);
+
+    const char *root_name;
+    char *local_real = NULL;
+    if (z->source.kind == ZFS_SOURCE_LOCAL) {
+        local_real = realpath(z->source.path, NULL);
+        const char *p = local_real ? local_real : z->source.path;
+        const char *slash = strrchr(p, '/');
+        root_name = slash && slash[1] ? slash + 1 : "root";
+        if (asprintf(&z->source_id, "local:%s", p) < 0)
+            z->source_id = NULL;
+    } else {
+        const char *slash = strrchr(z->source.prefix, '/');
+        root_name = z->source.prefix[0] ? (slash ? slash + 1 : z->source.prefix) : z->source.bucket;
+        if (asprintf(&z->source_id, "gs://%s/%s", z->source.bucket, z->source.prefix) < 0)
+            z->source_id = NULL;
+    }
+    struct archive_set_config ac = {
+        .meta = z->meta,
+        .store = z->store,
+        .crcs = z->crcs,
+        .source_id = z->source_id,
+        .root_name = root_name,
+        .reader = z->reader_cfg,
+        .ttl_ms = mc.stat_ttl_ms,
+        .file_mode = cfg->file_mode,
+        .dir_mode = cfg->dir_mode,
+    };
+    rc = z->source_id ? archive_set_new(&ac, &z->archives) : -ENOMEM;
+    free(local_real);
+    if (rc < 0)
+        goto fail;
     *out = z;
     return 0;
 fail:
@@ -237,6 +296,9 @@ void zfs_free(struct zfs *z)
 {
     if (!z)
         return;
+    archive_set_free(z->archives);
+    crc_cache_close(z->crcs);
+    free(z->source_id);
     meta_free(z->meta);
     store_destroy(z->store);
     auth_free(z->auth);

@@ -7,11 +7,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "archive/archive.h"
 #include "http/auth.h"
 #include "http/http.h"
 #include "meta/meta.h"
 #include "read/reader.h"
 #include "store/store.h"
+#include "zip/crc_cache.h"
 
 enum zfs_source_kind { ZFS_SOURCE_GCS, ZFS_SOURCE_LOCAL };
 
@@ -48,6 +50,9 @@ struct zfs_config {
     gid_t gid;
     const char *control_name;  /* the control directory's name */
     unsigned max_read;         /* the largest read the kernel sends */
+    const char *cache_dir;     /* NULL: $XDG_CACHE_HOME/zipperfs or ~/.cache/zipperfs */
+    unsigned crc_cache_entries;
+    bool show_control;         /* list the control directory in the root */
 };
 
 void zfs_config_default(struct zfs_config *cfg);
@@ -61,6 +66,9 @@ struct zfs {
     struct store *store;
     struct meta *meta;
     struct reader_config reader_cfg;
+    struct crc_cache *crcs; /* NULL when the cache directory is unusable */
+    struct archive_set *archives;
+    char *source_id;        /* names the source in the CRC cache */
 };
 
 /* Builds the instance: parses the source, resolves endpoint and auth,

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "archive/control.h"
 #include "meta/names.h"
 #include "util/log.h"
 #include "zipperfs.h"
@@ -21,7 +22,9 @@
 struct fs_handle {
     struct fs_handle *prev, *next; /* guarded by fs_state.handles_lock */
     struct reader *reader;         /* an open file, or */
-    struct meta_dir *dir;          /* an open directory */
+    struct archive_handle *archive; /* an open archive, or */
+    struct meta_dir *dir;          /* an open directory, or */
+    struct control_node *control;  /* an open control directory */
 };
 
 struct fs_state {
@@ -48,7 +51,9 @@ static void handle_free(struct fs_state *fs, struct fs_handle *h)
     h->next->prev = h->prev;
     pthread_mutex_unlock(&fs->handles_lock);
     reader_free(h->reader);
+    archive_handle_free(h->archive);
     meta_dir_put(h->dir);
+    free(h->control);
     free(h);
 }
 
@@ -127,10 +132,55 @@ static void fs_destroy(void *private_data)
     log_info("unmounted");
 }
 
+/* The part of key below the control directory, or NULL outside it. */
+static const char *control_rel(const struct fs_state *fs, const char *key)
+{
+    const char *name = fs->zfs->cfg.control_name;
+    size_t n = strlen(name);
+    if (strncmp(key, name, n) != 0)
+        return NULL;
+    if (key[n] == '\0')
+        return key + n;
+    if (key[n] == '/')
+        return key + n + 1;
+    return NULL;
+}
+
+static int control_getattr(struct fs_state *fs, const char *rel, struct stat *st)
+{
+    struct control_node *node = malloc(sizeof(*node));
+    struct archive *a;
+    int rc;
+    if (!node)
+        return -ENOMEM;
+    if ((rc = control_resolve(fs->zfs->meta, rel, node)) < 0)
+        goto out;
+    if (node->kind == CONTROL_DIR || node->kind == CONTROL_TREE_DIR) {
+        struct meta_attr dir = {.is_dir = true};
+        fill_stat(fs, &dir, st);
+        st->st_mode = S_IFDIR | 0555;
+        goto out;
+    }
+    if ((rc = archive_get(fs->zfs->archives, node->key, node->kind == CONTROL_WHOLE_ZIP, &a)) < 0)
+        goto out;
+    struct meta_attr file = {.is_dir = false};
+    file.attr.size = archive_size(a);
+    file.attr.mtime_sec = archive_mtime(a);
+    fill_stat(fs, &file, st);
+    st->st_mode = S_IFREG | 0444;
+    archive_put(a);
+out:
+    free(node);
+    return fs_errno(rc);
+}
+
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     (void)fi;
     struct fs_state *fs = fs_state();
+    const char *rel = control_rel(fs, names_key_of_path(path));
+    if (rel)
+        return control_getattr(fs, rel, st);
     struct meta_attr a;
     int rc = meta_getattr(fs->zfs->meta, names_key_of_path(path), &a);
     if (rc < 0)
@@ -145,7 +195,23 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     struct fs_handle *h = calloc(1, sizeof(*h));
     if (!h)
         return -ENOMEM;
-    int rc = meta_opendir(fs->zfs->meta, names_key_of_path(path), &h->dir);
+    int rc;
+    const char *rel = control_rel(fs, names_key_of_path(path));
+    if (rel) {
+        h->control = malloc(sizeof(*h->control));
+        rc = h->control ? control_resolve(fs->zfs->meta, rel, h->control) : -ENOMEM;
+        if (rc == 0 && h->control->kind != CONTROL_DIR && h->control->kind != CONTROL_TREE_DIR)
+            rc = -ENOTDIR;
+        if (rc < 0) {
+            free(h->control);
+            free(h);
+            return fs_errno(rc);
+        }
+        handle_link(fs, h);
+        fi->fh = (uint64_t)(uintptr_t)h;
+        return 0;
+    }
+    rc = meta_opendir(fs->zfs->meta, names_key_of_path(path), &h->dir);
     if (rc < 0) {
         free(h);
         return fs_errno(rc);
@@ -155,18 +221,39 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+struct control_fill {
+    void *buf;
+    fuse_fill_dir_t filler;
+};
+
+static int control_fill_one(void *arg, const char *name, int is_dir)
+{
+    (void)is_dir;
+    struct control_fill *cf = arg;
+    return cf->filler(cf->buf, name, NULL, 0, 0) ? 1 : 0;
+}
+
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-    (void)path;
     (void)offset;
     struct fs_state *fs = fs_state();
-    struct meta_dir *d = ((struct fs_handle *)(uintptr_t)fi->fh)->dir;
+    struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+    struct meta_dir *d = h->dir;
     enum fuse_fill_dir_flags fill = (flags & FUSE_READDIR_PLUS) ? FUSE_FILL_DIR_PLUS : 0;
     struct stat st;
 
     /* offset 0 everywhere: libfuse buffers the whole listing */
     if (filler(buf, ".", NULL, 0, 0) || filler(buf, "..", NULL, 0, 0))
+        return 0;
+    if (h->control) {
+        /* no attributes: a zip's size means laying it out, which waits
+         * until someone asks for it */
+        struct control_fill cf = {.buf = buf, .filler = filler};
+        return fs_errno(control_list(fs->zfs->meta, h->control, control_fill_one, &cf));
+    }
+    if (fs->zfs->cfg.show_control && names_key_of_path(path)[0] == '\0' &&
+        filler(buf, fs->zfs->cfg.control_name, NULL, 0, 0))
         return 0;
     for (size_t i = 0; i < d->count; i++) {
         fill_stat(fs, &d->entries[i].attr, &st);
@@ -183,6 +270,38 @@ static int fs_releasedir(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
+static int control_open(struct fs_state *fs, const char *rel, struct fuse_file_info *fi)
+{
+    struct control_node *node = malloc(sizeof(*node));
+    struct fs_handle *h = NULL;
+    struct archive *a = NULL;
+    int rc;
+    if (!node)
+        return -ENOMEM;
+    if ((rc = control_resolve(fs->zfs->meta, rel, node)) < 0)
+        goto out;
+    if (node->kind == CONTROL_DIR || node->kind == CONTROL_TREE_DIR) {
+        rc = -EISDIR;
+        goto out;
+    }
+    if ((rc = archive_get(fs->zfs->archives, node->key, node->kind == CONTROL_WHOLE_ZIP, &a)) < 0)
+        goto out;
+    h = calloc(1, sizeof(*h));
+    if (!h || (rc = archive_handle_new(a, &h->archive)) < 0) {
+        rc = rc < 0 ? rc : -ENOMEM;
+        free(h);
+        goto out;
+    }
+    handle_link(fs, h);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    /* the same layout always gives the same bytes: cached pages stay good
+     * while the size and mtime are unchanged (auto_cache) */
+out:
+    archive_put(a);
+    free(node);
+    return fs_errno(rc);
+}
+
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
     struct fs_state *fs = fs_state();
@@ -193,6 +312,9 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
         return -EROFS;
+    const char *rel = control_rel(fs, key);
+    if (rel)
+        return control_open(fs, rel, fi);
     if ((rc = meta_getattr(fs->zfs->meta, key, &a)) < 0)
         return fs_errno(rc);
     if (a.is_dir)
@@ -217,7 +339,8 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     if (off < 0)
         return -EINVAL;
-    ssize_t n = reader_read(h->reader, buf, size, (uint64_t)off);
+    ssize_t n = h->archive ? archive_read(h->archive, buf, size, (uint64_t)off)
+                           : reader_read(h->reader, buf, size, (uint64_t)off);
     if (n == -ESTALE)
         meta_invalidate(fs->zfs->meta, names_key_of_path(path));
     if (n < 0)

@@ -1,0 +1,692 @@
+#include "archive/archive.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util/clock.h"
+#include "util/log.h"
+#include "util/strmap.h"
+#include "zip/crc.h"
+#include "zip/layout.h"
+
+/* Names of one archive live in arenas of this size, so that 100,000
+ * members cost a few allocations, not 100,000. */
+#define NAME_ARENA_SIZE (1u << 20)
+#define KEY_MAX 4096
+
+struct member_state {
+    int64_t generation;
+    bool crc_known;
+    uint32_t crc;
+    struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
+};
+
+struct name_arena {
+    struct name_arena *next;
+    size_t used;
+    char data[];
+};
+
+struct archive {
+    int refs; /* atomic */
+    struct archive_set *set;
+    int64_t expires_ms;
+    char *key_prefix;   /* store key of a member = key_prefix + name + strip */
+    size_t strip;
+    struct zip_layout layout;
+    struct zip_member *members;
+    struct member_state *state;
+    size_t alloc;
+    struct name_arena *arena;
+    int64_t newest_mtime;
+    pthread_mutex_t lock; /* guards state[] (CRCs and trackers) */
+};
+
+struct archive_set {
+    struct archive_set_config cfg;
+    char *source_id;
+    char *root_name;
+    pthread_mutex_t lock; /* guards cache and stats */
+    struct strmap *cache; /* "d:" / "w:" + dir key -> struct archive * (one reference) */
+    struct archive_stats stats;
+};
+
+static void stats_add(struct archive_set *s, uint64_t *field, uint64_t n)
+{
+    pthread_mutex_lock(&s->lock);
+    *field += n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- building the layout ----------------------------------------------- */
+
+static char *arena_copy(struct archive *a, const char *s1, size_t n1, const char *s2, size_t n2)
+{
+    size_t need = n1 + n2 + 1;
+    if (!a->arena || a->arena->used + need > NAME_ARENA_SIZE) {
+        size_t size = need > NAME_ARENA_SIZE ? need : NAME_ARENA_SIZE;
+        struct name_arena *na = malloc(sizeof(*na) + size);
+        if (!na)
+            return NULL;
+        na->next = a->arena;
+        na->used = 0;
+        a->arena = na;
+    }
+    char *p = a->arena->data + a->arena->used;
+    memcpy(p, s1, n1);
+    memcpy(p + n1, s2, n2);
+    p[n1 + n2] = '\0';
+    a->arena->used += need;
+    return p;
+}
+
+static int add_member(struct archive *a, const char *name, size_t name_len, const char *suffix,
+                      size_t suffix_len, bool is_dir, const struct store_attr *attr)
+{
+    const struct archive_set_config *cfg = &a->set->cfg;
+    if (a->layout.count >= cfg->max_members) {
+        log_error("archive has more than %zu members: refused", cfg->max_members);
+        return -EFBIG;
+    }
+    if (name_len + suffix_len > 65535)
+        return 0; /* cannot be named in a zip; (never happens for 255-byte components) */
+    if (a->layout.count == a->alloc) {
+        size_t want = a->alloc ? a->alloc * 2 : 256;
+        struct zip_member *m = realloc(a->members, want * sizeof(*m));
+        if (!m)
+            return -ENOMEM;
+        a->members = m;
+        struct member_state *st = realloc(a->state, want * sizeof(*st));
+        if (!st)
+            return -ENOMEM;
+        a->state = st;
+        a->alloc = want;
+    }
+    const char *copy = arena_copy(a, name, name_len, suffix, suffix_len);
+    if (!copy)
+        return -ENOMEM;
+    struct zip_member *m = &a->members[a->layout.count];
+    struct member_state *st = &a->state[a->layout.count];
+    memset(m, 0, sizeof(*m));
+    memset(st, 0, sizeof(*st));
+    m->name = copy;
+    m->name_len = (uint32_t)(name_len + suffix_len);
+    m->is_dir = is_dir;
+    if (is_dir) {
+        m->mode = S_IFDIR | (cfg->dir_mode & 07777);
+        m->mtime = 0; /* set from the newest member below */
+        st->crc_known = true;
+    } else {
+        m->mode = S_IFREG | (cfg->file_mode & 07777);
+        m->size = attr->size;
+        m->mtime = attr->mtime_sec;
+        st->generation = attr->generation;
+        if (attr->mtime_sec > a->newest_mtime)
+            a->newest_mtime = attr->mtime_sec;
+    }
+    a->layout.count++;
+    return 0;
+}
+
+/* Appends dir (entry name prefix `name`, "x/y/") and everything below it,
+ * depth first in listing order. */
+static int walk(struct archive *a, const char *dir_key, char *name, size_t name_len)
+{
+    struct meta_dir *d;
+    int rc = meta_opendir(a->set->cfg.meta, dir_key, &d);
+    if (rc < 0)
+        return rc;
+    if ((rc = add_member(a, name, name_len, "", 0, true, NULL)) < 0)
+        goto out;
+    size_t key_len = strlen(dir_key);
+    for (size_t i = 0; i < d->count; i++) {
+        const struct meta_dir_entry *e = &d->entries[i];
+        size_t elen = strlen(e->name);
+        if (e->attr.is_dir) {
+            if (key_len + elen + 2 > KEY_MAX || name_len + elen + 2 > KEY_MAX) {
+                log_warn("archive: skipping %s/%s: path too long", dir_key, e->name);
+                continue;
+            }
+            char child_key[KEY_MAX];
+            snprintf(child_key, sizeof(child_key), "%s%s%s", dir_key, key_len ? "/" : "",
+                     e->name);
+            memcpy(name + name_len, e->name, elen);
+            name[name_len + elen] = '/';
+            name[name_len + elen + 1] = '\0';
+            rc = walk(a, child_key, name, name_len + elen + 1);
+            name[name_len] = '\0';
+            if (rc < 0)
+                goto out;
+        } else if ((rc = add_member(a, name, name_len, e->name, elen, false, &e->attr.attr)) < 0) {
+            goto out;
+        }
+    }
+out:
+    meta_dir_put(d);
+    return rc;
+}
+
+static void archive_destroy(struct archive *a)
+{
+    for (size_t i = 0; i < a->layout.count; i++)
+        free(a->state ? a->state[i].tracker : NULL);
+    while (a->arena) {
+        struct name_arena *next = a->arena->next;
+        free(a->arena);
+        a->arena = next;
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a->members);
+    free(a->state);
+    free(a->key_prefix);
+    free(a);
+}
+
+void archive_put(struct archive *a)
+{
+    if (a && __atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        archive_destroy(a);
+}
+
+static void cache_value_free(void *v)
+{
+    archive_put(v);
+}
+
+/* The store key of member i into buf. */
+static int member_key(const struct archive *a, size_t i, char *buf, size_t size)
+{
+    const struct zip_member *m = &a->members[i];
+    int n = snprintf(buf, size, "%s%s", a->key_prefix, m->name + a->strip);
+    return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
+}
+
+static int build(struct archive_set *s, const char *dir_key, bool whole, struct archive **out)
+{
+    struct archive *a = calloc(1, sizeof(*a));
+    char name[KEY_MAX];
+    int rc;
+
+    if (!a)
+        return -ENOMEM;
+    a->refs = 1;
+    a->set = s;
+    pthread_mutex_init(&a->lock, NULL);
+    /* entry names start with the zipped directory's own name, so unzip
+     * recreates it; the whole mount is named after its source */
+    const char *base;
+    if (whole) {
+        base = s->root_name;
+        a->key_prefix = strdup("");
+        a->strip = strlen(base) + 1;
+    } else {
+        const char *slash = strrchr(dir_key, '/');
+        base = slash ? slash + 1 : dir_key;
+        a->key_prefix = strndup(dir_key, (size_t)(base - dir_key));
+        a->strip = 0;
+    }
+    if (!a->key_prefix || strlen(base) + 2 > sizeof(name)) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    size_t n = (size_t)snprintf(name, sizeof(name), "%s/", base);
+    if ((rc = walk(a, whole ? "" : dir_key, name, n)) < 0)
+        goto fail;
+
+    /* directories carry the time of the newest member: the same inputs
+     * always give the same bytes */
+    for (size_t i = 0; i < a->layout.count; i++)
+        if (a->members[i].is_dir)
+            a->members[i].mtime = a->newest_mtime;
+    a->layout.members = a->members;
+    if ((rc = zip_layout_compute(&a->layout)) < 0) {
+        log_error("archive of /%s cannot be laid out", dir_key);
+        goto fail;
+    }
+    /* CRCs known from earlier archives and reads */
+    uint64_t hits = 0;
+    if (s->cfg.crcs) {
+        char key[KEY_MAX];
+        for (size_t i = 0; i < a->layout.count; i++) {
+            if (a->members[i].is_dir || member_key(a, i, key, sizeof(key)) < 0)
+                continue;
+            if (a->members[i].size == 0) {
+                a->state[i].crc_known = true;
+                a->state[i].crc = 0;
+            } else if (crc_cache_get(s->cfg.crcs, s->source_id, key, a->state[i].generation,
+                                     &a->state[i].crc)) {
+                a->state[i].crc_known = true;
+                hits++;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < a->layout.count; i++)
+            if (a->members[i].size == 0)
+                a->state[i].crc_known = true;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stats.layouts++;
+    s->stats.crc_cache_hits += hits;
+    pthread_mutex_unlock(&s->lock);
+    log_debug("laid out archive of /%s: %zu members, %" PRIu64 " bytes, %" PRIu64
+              " CRCs from the cache",
+              dir_key, a->layout.count, a->layout.total_size, hits);
+    *out = a;
+    return 0;
+fail:
+    archive_destroy(a);
+    return rc;
+}
+
+int archive_set_new(const struct archive_set_config *cfg, struct archive_set **out)
+{
+    struct archive_set *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    s->source_id = strdup(cfg->source_id ? cfg->source_id : "");
+    s->root_name = strdup(cfg->root_name && cfg->root_name[0] ? cfg->root_name : "root");
+    s->cache = strmap_new(cache_value_free);
+    pthread_mutex_init(&s->lock, NULL);
+    if (!s->source_id || !s->root_name || !s->cache) {
+        archive_set_free(s);
+        return -ENOMEM;
+    }
+    if (s->cfg.max_members == 0)
+        s->cfg.max_members = 5000000;
+    if (s->cfg.crc_workers == 0)
+        s->cfg.crc_workers = 8;
+    *out = s;
+    return 0;
+}
+
+void archive_set_free(struct archive_set *s)
+{
+    if (!s)
+        return;
+    strmap_free(s->cache);
+    pthread_mutex_destroy(&s->lock);
+    free(s->source_id);
+    free(s->root_name);
+    free(s);
+}
+
+static bool archive_expired(void *v, void *now)
+{
+    return ((struct archive *)v)->expires_ms <= *(int64_t *)now;
+}
+
+int archive_get(struct archive_set *s, const char *dir_key, bool whole, struct archive **out)
+{
+    char cache_key[KEY_MAX + 3];
+    struct archive *a;
+    int rc;
+
+    snprintf(cache_key, sizeof(cache_key), "%c:%s", whole ? 'w' : 'd', dir_key);
+    int64_t now = clock_now_ms();
+    pthread_mutex_lock(&s->lock);
+    a = strmap_get(s->cache, cache_key);
+    if (a && a->expires_ms > now) {
+        __atomic_add_fetch(&a->refs, 1, __ATOMIC_ACQ_REL);
+        pthread_mutex_unlock(&s->lock);
+        *out = a;
+        return 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    if ((rc = build(s, dir_key, whole, &a)) < 0)
+        return rc;
+    a->expires_ms = clock_now_ms() + s->cfg.ttl_ms;
+    a->refs = 2; /* the cache's and the caller's */
+    pthread_mutex_lock(&s->lock);
+    strmap_sweep(s->cache, archive_expired, &now);
+    if (strmap_put(s->cache, cache_key, a) < 0)
+        a->refs = 1;
+    pthread_mutex_unlock(&s->lock);
+    *out = a;
+    return 0;
+}
+
+uint64_t archive_size(const struct archive *a)
+{
+    return a->layout.total_size;
+}
+
+int64_t archive_mtime(const struct archive *a)
+{
+    return a->newest_mtime;
+}
+
+size_t archive_member_count(const struct archive *a)
+{
+    return a->layout.count;
+}
+
+void archive_set_get_stats(struct archive_set *s, struct archive_stats *out)
+{
+    pthread_mutex_lock(&s->lock);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- CRCs --------------------------------------------------------------- */
+
+/* Feeds member data that passed by into member i's CRC. Takes a->lock. */
+static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data, size_t len)
+{
+    struct member_state *st = &a->state[i];
+    bool finished = false;
+    uint32_t crc = 0;
+
+    pthread_mutex_lock(&a->lock);
+    if (!st->crc_known) {
+        if (!st->tracker) {
+            st->tracker = malloc(sizeof(*st->tracker));
+            if (st->tracker)
+                crc_tracker_init(st->tracker, a->members[i].size);
+        }
+        if (st->tracker) {
+            crc_tracker_add(st->tracker, off, data, len);
+            if (crc_tracker_done(st->tracker, &crc)) {
+                st->crc = crc;
+                st->crc_known = true;
+                crc_tracker_clear(st->tracker);
+                free(st->tracker);
+                st->tracker = NULL;
+                finished = true;
+            }
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (finished) {
+        struct archive_set *s = a->set;
+        char key[KEY_MAX];
+        stats_add(s, &s->stats.crcs_computed, 1);
+        if (s->cfg.crcs && member_key(a, i, key, sizeof(key)) == 0)
+            crc_cache_put(s->cfg.crcs, s->source_id, key, st->generation, crc);
+    }
+}
+
+struct crc_sink {
+    struct archive *a;
+    size_t i;
+    uint64_t pos;
+};
+
+static int crc_sink_data(void *arg, const char *data, size_t len)
+{
+    struct crc_sink *cs = arg;
+    crc_feed(cs->a, cs->i, cs->pos, data, len);
+    cs->pos += len;
+    return 0;
+}
+
+/* Makes member i's CRC known, fetching exactly the parts not seen yet. */
+static int crc_ensure(struct archive *a, size_t i)
+{
+    char key[KEY_MAX];
+    int rc;
+
+    for (;;) {
+        uint64_t gap_off = 0, gap_len = 0;
+        bool have_gap;
+        pthread_mutex_lock(&a->lock);
+        struct member_state *st = &a->state[i];
+        if (st->crc_known) {
+            pthread_mutex_unlock(&a->lock);
+            return 0;
+        }
+        if (!st->tracker) {
+            st->tracker = malloc(sizeof(*st->tracker));
+            if (!st->tracker) {
+                pthread_mutex_unlock(&a->lock);
+                return -ENOMEM;
+            }
+            crc_tracker_init(st->tracker, a->members[i].size);
+        }
+        have_gap = crc_tracker_next_missing(st->tracker, 0, &gap_off, &gap_len);
+        pthread_mutex_unlock(&a->lock);
+        if (!have_gap)
+            return -EIO; /* cannot happen: no gap means done */
+        if ((rc = member_key(a, i, key, sizeof(key))) < 0)
+            return rc;
+        stats_add(a->set, &a->set->stats.crc_fetches, 1);
+        struct crc_sink cs = {.a = a, .i = i, .pos = gap_off};
+        struct store *store = a->set->cfg.store;
+        if (store_can_stream(store)) {
+            rc = store_stream(store, key, st->generation, gap_off, gap_len, crc_sink_data, &cs);
+        } else {
+            char *buf = malloc(1u << 20);
+            rc = buf ? 0 : -ENOMEM;
+            while (rc == 0 && cs.pos < gap_off + gap_len) {
+                size_t want = gap_off + gap_len - cs.pos < (1u << 20)
+                                  ? (size_t)(gap_off + gap_len - cs.pos)
+                                  : (1u << 20);
+                ssize_t n = store_read(store, key, st->generation, cs.pos, want, buf);
+                if (n <= 0)
+                    rc = n < 0 ? (int)n : -EIO;
+                else
+                    crc_sink_data(&cs, buf, (size_t)n);
+            }
+            free(buf);
+        }
+        if (rc == 0 && cs.pos < gap_off + gap_len)
+            rc = -EIO; /* shorter than laid out: it changed */
+        if (rc < 0) {
+            log_error("archive member %s: cannot compute its CRC-32: %s", key, strerror(-rc));
+            return rc == -ESTALE ? -EIO : rc;
+        }
+    }
+}
+
+struct crc_job {
+    struct archive *a;
+    size_t next; /* atomic: the next member to look at */
+    int error;   /* first failure, atomic */
+};
+
+static void *crc_worker(void *arg)
+{
+    struct crc_job *job = arg;
+    for (;;) {
+        size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (i >= job->a->layout.count || __atomic_load_n(&job->error, __ATOMIC_RELAXED))
+            return NULL;
+        int rc = crc_ensure(job->a, i);
+        if (rc < 0) {
+            int zero = 0;
+            __atomic_compare_exchange_n(&job->error, &zero, rc, false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+        }
+    }
+}
+
+/* Every CRC known (the central directory needs them all); missing ones are
+ * fetched by a few workers in parallel. */
+static int crc_ensure_all(struct archive *a)
+{
+    size_t missing = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->layout.count; i++)
+        if (!a->state[i].crc_known)
+            missing++;
+    pthread_mutex_unlock(&a->lock);
+    if (missing == 0)
+        return 0;
+    log_info("computing %zu missing CRC-32s for the central directory", missing);
+
+    struct crc_job job = {.a = a};
+    unsigned n = a->set->cfg.crc_workers;
+    if (n > missing)
+        n = (unsigned)missing;
+    pthread_t threads[64];
+    if (n > 64)
+        n = 64;
+    unsigned started = 0;
+    for (; started < n; started++)
+        if (pthread_create(&threads[started], NULL, crc_worker, &job) != 0)
+            break;
+    if (started == 0)
+        crc_worker(&job);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(threads[t], NULL);
+    return job.error;
+}
+
+static uint32_t crc_of_member(void *arg, size_t i)
+{
+    struct archive *a = arg;
+    return a->state[i].crc; /* known: crc_ensure_all ran first */
+}
+
+/* ---- reads -------------------------------------------------------------- */
+
+/* Member readers of one open archive: the current member and the one
+ * before, so reads that the kernel reorders across a member boundary do not
+ * restart streams. */
+#define HANDLE_READERS 2
+
+struct archive_handle {
+    struct archive *a;
+    pthread_mutex_t lock; /* guards the readers */
+    struct {
+        size_t member;
+        struct reader *reader;
+        uint64_t last_use;
+    } readers[HANDLE_READERS];
+    uint64_t uses;
+};
+
+int archive_handle_new(struct archive *a, struct archive_handle **out)
+{
+    struct archive_handle *h = calloc(1, sizeof(*h));
+    if (!h)
+        return -ENOMEM;
+    __atomic_add_fetch(&a->refs, 1, __ATOMIC_ACQ_REL);
+    h->a = a;
+    pthread_mutex_init(&h->lock, NULL);
+    *out = h;
+    return 0;
+}
+
+void archive_handle_free(struct archive_handle *h)
+{
+    if (!h)
+        return;
+    for (int i = 0; i < HANDLE_READERS; i++)
+        reader_free(h->readers[i].reader);
+    pthread_mutex_destroy(&h->lock);
+    archive_put(h->a);
+    free(h);
+}
+
+/* The reader of member i, made if needed (h->lock held). */
+static int handle_reader(struct archive_handle *h, size_t i, struct reader **out)
+{
+    struct archive *a = h->a;
+    int oldest = 0;
+    for (int k = 0; k < HANDLE_READERS; k++) {
+        if (h->readers[k].reader && h->readers[k].member == i) {
+            h->readers[k].last_use = ++h->uses;
+            *out = h->readers[k].reader;
+            return 0;
+        }
+        if (!h->readers[k].reader ||
+            (h->readers[oldest].reader && h->readers[k].last_use < h->readers[oldest].last_use))
+            oldest = k;
+    }
+    char key[KEY_MAX];
+    int rc = member_key(a, i, key, sizeof(key));
+    if (rc < 0)
+        return rc;
+    struct store_attr attr = {.size = a->members[i].size, .generation = a->state[i].generation,
+                              .mtime_sec = a->members[i].mtime};
+    struct reader *r;
+    if ((rc = reader_new(&a->set->cfg.reader, a->set->cfg.store, key, &attr, &r)) < 0)
+        return rc;
+    reader_free(h->readers[oldest].reader);
+    h->readers[oldest].reader = r;
+    h->readers[oldest].member = i;
+    h->readers[oldest].last_use = ++h->uses;
+    *out = r;
+    return 0;
+}
+
+static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, size_t size,
+                                uint64_t member_off)
+{
+    struct reader *r;
+    pthread_mutex_lock(&h->lock);
+    int rc = handle_reader(h, i, &r);
+    if (rc < 0) {
+        pthread_mutex_unlock(&h->lock);
+        return rc;
+    }
+    ssize_t n = reader_read(r, buf, size, member_off);
+    pthread_mutex_unlock(&h->lock);
+    if (n > 0)
+        crc_feed(h->a, i, member_off, buf, (size_t)n);
+    else if (n == 0 && size > 0)
+        n = -EIO; /* shorter than laid out: it changed */
+    if (n < 0) {
+        char key[KEY_MAX];
+        if (member_key(h->a, i, key, sizeof(key)) == 0)
+            log_error("archive member %s: read failed: %s", key, strerror((int)-n));
+        if (n == -ESTALE || n == -ENOENT)
+            n = -EIO;
+    }
+    return n;
+}
+
+ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t off)
+{
+    struct archive *a = h->a;
+    const struct zip_layout *l = &a->layout;
+    size_t done = 0;
+
+    if (off >= l->total_size)
+        return 0;
+    if (size > l->total_size - off)
+        size = (size_t)(l->total_size - off);
+    while (done < size) {
+        uint64_t at = off + done;
+        size_t want = size - done;
+        size_t i = zip_layout_find(l, at);
+        ssize_t n;
+        if (i == l->count) {
+            int rc = crc_ensure_all(a);
+            if (rc < 0)
+                return rc;
+            n = (ssize_t)zip_render_tail(l, crc_of_member, a, at - l->cd_off, (uint8_t *)buf + done,
+                                         want);
+        } else {
+            const struct zip_member *m = &a->members[i];
+            if (at < m->data_off) {
+                n = (ssize_t)zip_render_local_header(m, at - m->header_off,
+                                                     (uint8_t *)buf + done, want);
+            } else if (at < m->desc_off) {
+                uint64_t left = m->desc_off - at;
+                n = read_member_data(h, i, buf + done, want < left ? want : (size_t)left,
+                                     at - m->data_off);
+            } else {
+                int rc = crc_ensure(a, i);
+                if (rc < 0)
+                    return rc;
+                n = (ssize_t)zip_render_descriptor(m, a->state[i].crc, at - m->desc_off,
+                                                   (uint8_t *)buf + done, want);
+            }
+        }
+        if (n < 0)
+            return n;
+        if (n == 0)
+            return -EIO; /* a layout hole: a bug, never zeros */
+        done += (size_t)n;
+    }
+    stats_add(a->set, &a->set->stats.bytes_served, done);
+    return (ssize_t)done;
+}

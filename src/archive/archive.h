@@ -1,0 +1,69 @@
+/* Tree archives: a directory of the mount (or the whole mount) as a ZIP
+ * whose layout is fixed from names and sizes alone, served at any offset.
+ *
+ * An archive is laid out once (a walk of the directory through the
+ * namespace, so it holds exactly what the mount shows), then shared by
+ * reference: every open handle keeps the layout it opened, so its bytes
+ * never change under it. Member generations are fixed at layout time; a
+ * member that changed or vanished since fails reads with EIO and a log
+ * line naming it.
+ *
+ * CRC-32s: known from the persistent CRC cache, or computed as member data
+ * streams through a read (chunks in any order), or, when a data descriptor
+ * or the central directory needs one that is still unknown, by fetching
+ * exactly the missing parts of those members. */
+#ifndef ZIPPERFS_ARCHIVE_H
+#define ZIPPERFS_ARCHIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "meta/meta.h"
+#include "read/reader.h"
+#include "store/store.h"
+#include "zip/crc_cache.h"
+
+struct archive_set_config {
+    struct meta *meta;          /* borrowed */
+    struct store *store;        /* borrowed */
+    struct crc_cache *crcs;     /* borrowed, may be NULL (no persistence) */
+    const char *source_id;      /* names the source in the CRC cache */
+    const char *root_name;      /* top directory of the whole-mount archive */
+    struct reader_config reader;
+    int64_t ttl_ms;             /* how long a layout is reused for new opens */
+    uint32_t file_mode, dir_mode;
+    size_t max_members;
+    unsigned crc_workers;       /* parallel fetches when many CRCs are missing */
+};
+
+struct archive_set;
+struct archive;
+
+int archive_set_new(const struct archive_set_config *cfg, struct archive_set **out);
+void archive_set_free(struct archive_set *s);
+
+/* The archive of directory dir_key ("a/b"; "" with whole = true for the
+ * whole mount). Reused while fresh. The caller owns one reference. */
+int archive_get(struct archive_set *s, const char *dir_key, bool whole, struct archive **out);
+void archive_put(struct archive *a);
+
+uint64_t archive_size(const struct archive *a);
+int64_t archive_mtime(const struct archive *a);
+size_t archive_member_count(const struct archive *a);
+
+/* Reads bytes [off, off+size) of the archive (fewer only at its end).
+ * Thread-safe; handle is a per-open-file cursor from archive_handle_new. */
+struct archive_handle;
+int archive_handle_new(struct archive *a, struct archive_handle **out); /* takes a reference */
+void archive_handle_free(struct archive_handle *h);
+ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t off);
+
+/* Counters for the stats file */
+struct archive_stats {
+    uint64_t layouts, crc_cache_hits, crcs_computed, crc_fetches, bytes_served;
+};
+void archive_set_get_stats(struct archive_set *s, struct archive_stats *out);
+
+#endif
