@@ -2,6 +2,7 @@
  * from /etc/fstab), builds the instance and hands over to libfuse. */
 #include <curl/curl.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,11 @@ int main(int argc, char *argv[])
     int ret = 1;
 
     log_init_from_env();
+    /* Stream buffers are megabytes, allocated and freed by many threads:
+     * with glibc's sliding mmap threshold they would stay in per-thread
+     * arenas after being freed, and the daemon's memory would grow with the
+     * number of threads. A fixed threshold gives them back at once. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     zfs_config_default(&cfg);
     cli.stat_ttl = cfg.stat_ttl_s;
     cli.list_ttl = cfg.list_ttl_s;
