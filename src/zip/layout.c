@@ -3,6 +3,8 @@
  * Field layouts follow PKWARE's APPNOTE 6.3 (sections cited below). */
 #include "zip/layout.h"
 
+#include "util/utf8.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -212,45 +214,11 @@ static void put_timestamp_extra(struct writer *w, const struct zip_member *m)
     put32(w, unix_time32(m->mtime));
 }
 
-/* Well-formed UTF-8 (no overlongs, surrogates or code points past
- * U+10FFFF). A local directory may hold names in another encoding: those
- * go out without the UTF-8 flag, as raw bytes, rather than mislabelled. */
-static bool utf8_valid(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = s[i];
-        size_t n;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1, min = 0x80, c &= 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2, min = 0x800, c &= 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3, min = 0x10000, c &= 0x07;
-        } else {
-            return false;
-        }
-        if (len - i - 1 < n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-            c = (c << 6) | (s[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            return false;
-        i += n + 1;
-    }
-    return true;
-}
-
+/* A local directory may hold names in another encoding than UTF-8: those
+ * go out as raw bytes without the UTF-8 flag rather than mislabelled. */
 static uint16_t member_flags(const struct zip_member *m)
 {
-    uint16_t utf8 = utf8_valid((const unsigned char *)m->name, m->name_len) ? FLAG_UTF8 : 0;
+    uint16_t utf8 = utf8_valid((const uint8_t *)m->name, m->name_len, NULL) ? FLAG_UTF8 : 0;
     return (uint16_t)(utf8 | (m->is_dir ? 0 : FLAG_DESCRIPTOR));
 }
 
