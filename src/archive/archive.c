@@ -44,6 +44,7 @@ struct archive {
     size_t alloc;
     struct name_arena *arena;
     int64_t newest_mtime;
+    int32_t mtime_nsec;   /* a digest of the member list: see build() */
     pthread_mutex_t lock; /* guards state[] (CRCs and trackers) */
 };
 
@@ -133,11 +134,20 @@ static int add_member(struct archive *a, const char *name, size_t name_len, cons
     return 0;
 }
 
+/* Deeper trees are refused rather than walked: each level costs a frame
+ * with a path buffer on a FUSE thread's stack. */
+#define WALK_MAX_DEPTH 256
+
 /* Appends dir (entry name prefix `name`, "x/y/") and everything below it,
  * depth first in listing order. */
-static int walk(struct archive *a, const char *dir_key, char *name, size_t name_len)
+static int walk(struct archive *a, const char *dir_key, char *name, size_t name_len, int depth)
 {
     struct meta_dir *d;
+    if (depth > WALK_MAX_DEPTH) {
+        log_error("archive: %s is more than %d directories deep: refused", dir_key,
+                  WALK_MAX_DEPTH);
+        return -ENAMETOOLONG;
+    }
     int rc = meta_opendir(a->set->cfg.meta, dir_key, &d);
     if (rc < 0)
         return rc;
@@ -158,7 +168,7 @@ static int walk(struct archive *a, const char *dir_key, char *name, size_t name_
             memcpy(name + name_len, e->name, elen);
             name[name_len + elen] = '/';
             name[name_len + elen + 1] = '\0';
-            rc = walk(a, child_key, name, name_len + elen + 1);
+            rc = walk(a, child_key, name, name_len + elen + 1, depth + 1);
             name[name_len] = '\0';
             if (rc < 0)
                 goto out;
@@ -235,7 +245,7 @@ static int build(struct archive_set *s, const char *dir_key, bool whole, struct 
         goto fail;
     }
     size_t n = (size_t)snprintf(name, sizeof(name), "%s/", base);
-    if ((rc = walk(a, whole ? "" : dir_key, name, n)) < 0)
+    if ((rc = walk(a, whole ? "" : dir_key, name, n, 0)) < 0)
         goto fail;
 
     /* directories carry the time of the newest member: the same inputs
@@ -243,6 +253,22 @@ static int build(struct archive_set *s, const char *dir_key, bool whole, struct 
     for (size_t i = 0; i < a->layout.count; i++)
         if (a->members[i].is_dir)
             a->members[i].mtime = a->newest_mtime;
+    /* The archive's mtime is its newest member's; its nanoseconds are a
+     * digest of every member's name, size and generation. The kernel keeps
+     * an open file's cached pages while size and mtime are unchanged
+     * (auto_cache), and a member rewritten in place under the same size
+     * and second would otherwise let stale central-directory pages sit
+     * beside new data. Deterministic: the same inputs, the same digest. */
+    uint64_t digest = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < a->layout.count; i++) {
+        const struct zip_member *m = &a->members[i];
+        uint64_t fields[2] = {m->size, (uint64_t)a->state[i].generation};
+        for (uint32_t k = 0; k < m->name_len; k++)
+            digest = (digest ^ (unsigned char)m->name[k]) * 0x100000001b3ull;
+        for (size_t k = 0; k < sizeof(fields); k++)
+            digest = (digest ^ ((const unsigned char *)fields)[k]) * 0x100000001b3ull;
+    }
+    a->mtime_nsec = (int32_t)(digest % 1000000000u);
     a->layout.members = a->members;
     if ((rc = zip_layout_compute(&a->layout)) < 0) {
         log_error("archive of /%s cannot be laid out", dir_key);
@@ -362,6 +388,11 @@ int64_t archive_mtime(const struct archive *a)
     return a->newest_mtime;
 }
 
+int32_t archive_mtime_nsec(const struct archive *a)
+{
+    return a->mtime_nsec;
+}
+
 size_t archive_member_count(const struct archive *a)
 {
     return a->layout.count;
@@ -421,6 +452,8 @@ struct crc_sink {
 static int crc_sink_data(void *arg, const char *data, size_t len)
 {
     struct crc_sink *cs = arg;
+    if (len == 0)
+        return 0; /* the transfer asking whether to go on: yes */
     crc_feed(cs->a, cs->i, cs->pos, data, len);
     cs->pos += len;
     return 0;

@@ -51,6 +51,9 @@ void archive_put(struct archive *a);
 
 uint64_t archive_size(const struct archive *a);
 int64_t archive_mtime(const struct archive *a);
+/* A digest of the member list, so that any change of it changes the mtime
+ * the kernel sees (and drops its cached pages), in [0, 1e9). */
+int32_t archive_mtime_nsec(const struct archive *a);
 size_t archive_member_count(const struct archive *a);
 
 /* Reads bytes [off, off+size) of the archive (fewer only at its end).

@@ -166,6 +166,7 @@ static int control_getattr(struct fs_state *fs, const char *rel, struct stat *st
     struct meta_attr file = {.is_dir = false};
     file.attr.size = archive_size(a);
     file.attr.mtime_sec = archive_mtime(a);
+    file.attr.mtime_nsec = archive_mtime_nsec(a);
     fill_stat(fs, &file, st);
     st->st_mode = S_IFREG | 0444;
     archive_put(a);
@@ -369,6 +370,14 @@ static int fs_access(const char *path, int mask)
 {
     struct fs_state *fs = fs_state();
     struct meta_attr a;
+    const char *rel = control_rel(fs, names_key_of_path(path));
+    if (rel) {
+        struct stat st;
+        int rc = control_getattr(fs, rel, &st);
+        if (rc < 0)
+            return rc;
+        return (mask & W_OK) ? -EROFS : 0;
+    }
     int rc = meta_getattr(fs->zfs->meta, names_key_of_path(path), &a);
     if (rc < 0)
         return fs_errno(rc);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http/auth.h"
 #include "util/clock.h"
@@ -132,6 +133,9 @@ struct attempt {
     int64_t last_progress;  /* monotonic ms of the last byte or sink return */
     curl_off_t last_dlnow;
     bool stalled;           /* aborted by the stall check */
+    bool complete;          /* a 200 to a ranged GET has given all of the range */
+    bool bad_range;         /* a 206 for another range than asked */
+    uint64_t first_byte;    /* the first byte this attempt asked for */
     struct dynbuf error_body;
 };
 
@@ -155,6 +159,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     size_t total = len;
 
     attempt_learn_status(a);
+    if (a->bad_range)
+        return 0; /* never other bytes than asked: abort */
     if (a->status < 200 || a->status >= 300) {
         size_t room = HTTP_ERROR_BODY_CAP - a->error_body.len;
         dynbuf_append(&a->error_body, data, len < room ? len : room);
@@ -168,8 +174,15 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     }
     if (a->req->has_range && a->delivered + len > a->limit)
         len = a->limit > a->delivered ? (size_t)(a->limit - a->delivered) : 0;
-    if (len == 0)
+    if (len == 0) {
+        if (a->req->has_range && a->status == 200 && a->delivered >= a->limit) {
+            /* a server ignoring Range sends the whole object: the range is
+             * in hand, stop the download here */
+            a->complete = true;
+            return 0;
+        }
         return total;
+    }
     int rc;
     if (a->req->on_data)
         rc = a->req->on_data(a->req->on_data_arg, data, len);
@@ -198,6 +211,16 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     (void)ulnow;
     struct attempt *a = arg;
     int64_t now = clock_now_ms();
+    /* a stream's sink is asked now and then whether it still wants the
+     * bytes (NULL, 0): a reader that went away stops the transfer even
+     * while the server sends nothing */
+    if (a->req->streaming && a->req->on_data) {
+        int rc = a->req->on_data(a->req->on_data_arg, NULL, 0);
+        if (rc < 0) {
+            a->sink_error = rc;
+            return 1;
+        }
+    }
     if (dlnow != a->last_dlnow) {
         a->last_dlnow = dlnow;
         a->last_progress = now;
@@ -221,6 +244,19 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     /* A new status line starts a new header block (redirects, 100-continue) */
     if (line >= 5 && strncmp(data, "HTTP/", 5) == 0)
         return len;
+    /* a 206 must be for the first byte asked: "Content-Range: bytes A-B/N" */
+    static const char cr[] = "content-range:";
+    if (a->req->has_range && line > sizeof(cr) - 1 && strncasecmp(data, cr, sizeof(cr) - 1) == 0) {
+        char value[96];
+        size_t vlen = line - (sizeof(cr) - 1);
+        if (vlen < sizeof(value)) {
+            unsigned long long first;
+            memcpy(value, data + sizeof(cr) - 1, vlen);
+            value[vlen] = '\0';
+            if (sscanf(value, " bytes %llu-", &first) == 1 && first != a->first_byte)
+                a->bad_range = true;
+        }
+    }
     if (a->req->on_header && line > 0)
         a->req->on_header(a->req->on_header_arg, data, line);
     return len;
@@ -274,6 +310,9 @@ int http_perform(struct http_client *c, const struct http_request *req,
         a.skip = 0;
         a.sink_error = 0;
         a.stalled = false;
+        a.complete = false;
+        a.bad_range = false;
+        a.first_byte = req->has_range ? req->range_start + (req->on_data ? a.delivered : 0) : 0;
         a.last_dlnow = 0;
         a.last_progress = clock_now_ms();
         uint64_t delivered_before = a.delivered;
@@ -302,6 +341,13 @@ int http_perform(struct http_client *c, const struct http_request *req,
         int64_t elapsed = clock_now_ms() - start;
         int64_t remaining = policy.deadline_ms > 0 ? policy.deadline_ms - elapsed : 0;
         curl_easy_setopt(h, CURLOPT_URL, req->url);
+        /* URLs come escaped by their callers: "." and ".." segments are
+         * parts of object names, not steps up the path */
+        curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+        if (req->aws_sigv4 && req->userpwd) {
+            curl_easy_setopt(h, CURLOPT_AWS_SIGV4, req->aws_sigv4);
+            curl_easy_setopt(h, CURLOPT_USERPWD, req->userpwd);
+        }
         curl_easy_setopt(h, CURLOPT_SHARE, c->share);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -337,6 +383,15 @@ int http_perform(struct http_client *c, const struct http_request *req,
         if (curl_code == CURLE_OK || !a.status_known)
             curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &a.status);
 
+        if (a.complete) {
+            rc = 0;
+            goto out;
+        }
+        if (a.bad_range) {
+            log_error("%s %s: the server sent another range than the one asked", method, req->url);
+            rc = -EIO;
+            goto out;
+        }
         if (a.sink_error) {
             rc = a.sink_error;
             goto out;

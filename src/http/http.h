@@ -51,12 +51,19 @@ struct http_request {
     http_header_fn on_header;
     void *on_header_arg;
     struct auth *auth;          /* adds a bearer token; a 401 refreshes it once */
+    /* AWS Signature Version 4 by libcurl (CURLOPT_AWS_SIGV4, e.g.
+     * "aws:amz:us-east-1:s3") with userpwd "KEY:SECRET"; each attempt is
+     * signed anew. libcurl signs the URL's path and query as written and
+     * every header of `headers`, so callers write them canonical. */
+    const char *aws_sigv4;
+    const char *userpwd;
     bool no_retry;              /* one attempt only */
     int64_t deadline_ms;        /* overrides the policy's deadline when > 0 */
     /* A long download whose sink may block (a reader's stream): no cap on
      * the whole transfer; the deadline and the retry budget count from the
      * last attempt that delivered bytes; time spent in on_data is never a
-     * stall. */
+     * stall; on_data is also called now and then with (NULL, 0) and may
+     * return -errno to stop the transfer even while no byte arrives. */
     bool streaming;
 };
 

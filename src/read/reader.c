@@ -152,7 +152,9 @@ static int stream_sink(void *arg, const char *data, size_t len)
     int rc = 0;
 
     pthread_mutex_lock(&r->lock);
-    while (len > 0) {
+    if (st->cancel)
+        rc = -ECANCELED; /* also answers the transfer's polls (len 0) */
+    while (rc == 0 && len > 0) {
         if (st->cancel) {
             rc = -ECANCELED;
             break;
@@ -202,11 +204,18 @@ static void *stream_main(void *arg)
 static int stream_start(struct reader *r, uint64_t off)
 {
     struct stream *st = &r->st;
-    if (!st->ring) {
+    if (!st->ring || !st->consumed) {
+        free(st->ring);
+        free(st->consumed);
         st->ring = malloc(r->cfg.ring_size);
         st->consumed = calloc(blocks_in_ring(r), sizeof(*st->consumed));
-        if (!st->ring || !st->consumed)
+        if (!st->ring || !st->consumed) {
+            free(st->ring);
+            free(st->consumed);
+            st->ring = NULL;
+            st->consumed = NULL;
             return -ENOMEM;
+        }
     }
     memset(st->consumed, 0, blocks_in_ring(r) * sizeof(*st->consumed));
     st->done = false;

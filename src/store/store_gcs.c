@@ -209,8 +209,14 @@ static int gcs_media(struct store_gcs *g, const char *key, int64_t generation, u
         rc = -ENOMEM;
         goto out;
     }
+    /* Without it, GCS decompresses objects stored with Content-Encoding:
+     * gzip and ignores the range: other bytes than the object's. With it,
+     * the stored bytes come as they are (libcurl does not decode them: no
+     * CURLOPT_ACCEPT_ENCODING). */
+    static const char *const media_headers[] = {"Accept-Encoding: gzip", NULL};
     struct http_request req = {
         .url = url,
+        .headers = media_headers,
         .has_range = true,
         .range_start = off,
         .range_len = len,

@@ -102,12 +102,15 @@ unsigned crc_tracker_intervals(const struct crc_tracker *t)
 }
 
 /* Forgets the shortest interval (the cheapest to fetch again); on a tie the
- * one furthest from the start, since a sequential reader extends the first. */
-static void drop_shortest(struct crc_tracker *t)
+ * one furthest from the start, since a sequential reader extends the first.
+ * The interval just inserted (keep) is never the one dropped: it is where
+ * an in-order fetch goes on, and dropping it would make every following
+ * chunk of that fetch a new shortest interval, dropped in turn. */
+static void drop_shortest(struct crc_tracker *t, unsigned keep)
 {
-    unsigned victim = 0;
-    for (unsigned i = 1; i < t->count; i++)
-        if (t->iv[i].len <= t->iv[victim].len)
+    unsigned victim = keep == 0 ? 1 : 0;
+    for (unsigned i = victim + 1; i < t->count; i++)
+        if (i != keep && t->iv[i].len <= t->iv[victim].len)
             victim = i;
     memmove(&t->iv[victim], &t->iv[victim + 1],
             (t->count - victim - 1) * sizeof(t->iv[0]));
@@ -145,7 +148,7 @@ static void insert_interval(struct crc_tracker *t, uint64_t off, uint64_t len, u
     t->iv[i] = (struct crc_interval){.off = off, .len = len, .crc = crc};
     t->count++;
     if (t->count > CRC_TRACKER_MAX_INTERVALS)
-        drop_shortest(t);
+        drop_shortest(t, i);
 }
 
 int crc_tracker_add(struct crc_tracker *t, uint64_t off, const void *data, size_t len)

@@ -84,5 +84,56 @@ class ArchiveCrcTest(GcsTestCase):
         self.assertEqual(sum(b - a for a, b in ranges(p.log(), "big.bin")), SIZE)
 
 
+class LocalArchiveEdgeTest(harness.MountTestCase):
+    def test_member_rewritten_in_place_keeps_archive_consistent(self):
+        """A member rewritten in place with its size and mtime kept: the
+        kernel must not serve cached central-directory pages of the old
+        layout beside new data (the archive's mtime carries a digest)."""
+        src = self.tempdir()
+        os.makedirs(os.path.join(src, "d"))
+        path = os.path.join(src, "d", "a.bin")
+        with open(path, "wb") as f:
+            f.write(os.urandom(100000))
+        with open(os.path.join(src, "d", "b.txt"), "wb") as f:
+            f.write(b"b\n")
+        m = self.mount(src, ["stat_ttl=1", "list_ttl=1", "cache_dir=" + self.tempdir()])
+        z = m.path(".zipperfs", "tree", "d.zip")
+        self.run_ok(["unzip", "-l", z])
+        st = os.stat(path)
+        fd = os.open(path, os.O_WRONLY)
+        os.pwrite(fd, b"XXXX", 10)
+        os.close(fd)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        import time
+        time.sleep(1.5)
+        out = self.run_ok(["unzip", "-t", z])
+        self.assertIn("No errors detected", out)
+
+    def test_control_directory_access_and_chdir(self):
+        src = self.tempdir()
+        os.makedirs(os.path.join(src, "d"))
+        m = self.mount(src, ["cache_dir=" + self.tempdir()])
+        ctl = m.path(".zipperfs")
+        self.assertTrue(os.access(ctl, os.R_OK | os.X_OK))
+        self.assertTrue(os.access(os.path.join(ctl, "tree", "d.zip"), os.R_OK))
+        self.assertFalse(os.access(os.path.join(ctl, "tree", "d.zip"), os.W_OK))
+        out = subprocess.run(["sh", "-c", "cd tree && ls"], cwd=ctl, capture_output=True,
+                             text=True, check=True).stdout.split()
+        self.assertEqual(sorted(out), ["d", "d.zip"])
+
+    def test_too_deep_tree_is_refused_not_a_crash(self):
+        src = self.tempdir()
+        deep = os.path.join(src, *(["x"] * 300))
+        os.makedirs(deep)
+        with open(os.path.join(deep, "f"), "wb") as f:
+            f.write(b"deep")
+        m = self.mount(src, ["cache_dir=" + self.tempdir()])
+        self.assert_errno(lambda: os.stat(m.path(".zipperfs", "tree.zip")), 36)  # ENAMETOOLONG
+        # the daemon is alive and still serves
+        self.assertEqual(os.listdir(m.mnt), ["x"])
+        m.close()
+        self.assertIn("directories deep: refused", m.log_text())
+
+
 if __name__ == "__main__":
     harness.main()

@@ -442,20 +442,23 @@ static void test_tracker_bound(void **state)
         assert_true(crc_tracker_intervals(&t) <= CRC_TRACKER_MAX_INTERVALS);
     }
     assert_int_equal(crc_tracker_intervals(&t), CRC_TRACKER_MAX_INTERVALS);
-    /* the long one survived; the islands kept are the first ones */
+    /* the long one survived; the islands kept are the first ones and the
+     * newest (an interval just inserted is never the one dropped) */
     uint64_t off, len;
     assert_true(crc_tracker_next_missing(&t, 50000, &off, &len));
     assert_int_equal(off, 51000);
     assert_true(crc_tracker_next_missing(&t, 0, &off, &len));
     assert_int_equal(off, 1);
     assert_int_equal(len, 1);
-    assert_true(crc_tracker_next_missing(&t, 2 * (CRC_TRACKER_MAX_INTERVALS - 2), &off, &len));
-    assert_int_equal(off, 2 * (CRC_TRACKER_MAX_INTERVALS - 2) + 1);
-    assert_int_equal(len, size - off < 50000 - off ? size - off : 50000 - off);
+    uint64_t last_old = 2 * (CRC_TRACKER_MAX_INTERVALS - 3); /* 62 first islands: 0..122 */
+    assert_true(crc_tracker_next_missing(&t, last_old + 1, &off, &len));
+    assert_int_equal(off, last_old + 1);
+    assert_int_equal(len, 2 * 199 - (last_old + 1)); /* up to the newest island */
 
-    /* a chunk over many islands merges them all */
+    /* a chunk over many islands merges them all (the newest island, at
+     * 398, and the long interval stay apart) */
     crc_tracker_add(&t, 0, data, 300);
-    assert_int_equal(crc_tracker_intervals(&t), 2);
+    assert_int_equal(crc_tracker_intervals(&t), 3);
 
     /* many scattered small chunks in random order: bounded, and the
      * refetch loop still finishes with the right CRC */
@@ -1012,6 +1015,34 @@ static void test_cache_shared_dir(void **state)
     tmpdir_remove(&d);
 }
 
+/* A full tracker and an in-order fetch of a gap in small chunks (what the
+ * archive does for a missing CRC): every chunk extends the first one kept,
+ * none is dropped, so the gap is fetched once, not once per chunk. */
+static void test_tracker_inorder_fetch_when_full(void **state)
+{
+    (void)state;
+    uint64_t s = 9;
+    const uint64_t size = 1 << 20;
+    unsigned char *data = rnd_bytes(&s, size);
+    struct crc_tracker t;
+    crc_tracker_init(&t, size);
+    for (uint64_t i = 0; i < 200; i++) /* scattered islands high up */
+        crc_tracker_add(&t, size / 2 + 4096 * i, data + size / 2 + 4096 * i, 10);
+    assert_int_equal(crc_tracker_intervals(&t), CRC_TRACKER_MAX_INTERVALS);
+    uint64_t off, len;
+    assert_true(crc_tracker_next_missing(&t, 0, &off, &len));
+    assert_int_equal(off, 0);
+    uint64_t gap_end = off + len;
+    for (uint64_t pos = 0; pos < gap_end; pos += 1000) {
+        size_t n = gap_end - pos < 1000 ? (size_t)(gap_end - pos) : 1000;
+        crc_tracker_add(&t, pos, data + pos, n);
+    }
+    /* the whole gap is known now */
+    assert_true(crc_tracker_next_missing(&t, 0, &off, &len));
+    assert_true(off >= gap_end);
+    free(data);
+}
+
 int main(void)
 {
     log_init(false, LOG_LEVEL_ERROR);
@@ -1023,6 +1054,7 @@ int main(void)
         cmocka_unit_test(test_tracker_orders),
         cmocka_unit_test(test_tracker_next_missing),
         cmocka_unit_test(test_tracker_bound),
+        cmocka_unit_test(test_tracker_inorder_fetch_when_full),
         cmocka_unit_test(test_tracker_edges),
         cmocka_unit_test(test_cache_put_get),
         cmocka_unit_test(test_cache_create_dir),
