@@ -15,6 +15,7 @@
 struct cli {
     char *source;
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
+    char *region, *credentials_file, *profile;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
     unsigned file_mode, dir_mode, uid, gid;
@@ -35,6 +36,9 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("key_file=%s", key_file),
     CLI_OPT("token_file=%s", token_file),
     CLI_OPT("metadata_host=%s", metadata_host),
+    CLI_OPT("region=%s", region),
+    CLI_OPT("credentials_file=%s", credentials_file),
+    CLI_OPT("profile=%s", profile),
     CLI_OPT("control_dir=%s", control_name),
     CLI_OPT("show_control", show_control),
     CLI_OPT("cache_dir=%s", cache_dir),
@@ -78,16 +82,23 @@ static void usage(const char *prog)
     printf("usage: %s [options] SOURCE MOUNTPOINT\n"
            "       mount -t fuse.zipperfs SOURCE MOUNTPOINT -o OPTIONS\n"
            "\n"
-           "SOURCE is gs://BUCKET[/PREFIX] or a local directory.\n"
+           "SOURCE is gs://BUCKET[/PREFIX], s3://BUCKET[/PREFIX] or a local directory.\n"
            "\n"
            "zipperfs options (-o name=value):\n"
            "    endpoint=URL           GCS endpoint (default: $STORAGE_EMULATOR_HOST, else\n"
-           "                           https://storage.googleapis.com)\n"
-           "    auth=MODE              auto, none, metadata, key_file, token_file (auto)\n"
+           "                           https://storage.googleapis.com); for s3://, an\n"
+           "                           S3-compatible server (https://s3.REGION.amazonaws.com)\n"
+           "    auth=MODE              auto, none, metadata, key_file, token_file (auto);\n"
+           "                           s3:// takes auto or none\n"
            "    key_file=PATH          service-account JSON key (JWT RS256)\n"
            "    token_file=PATH        file holding an OAuth2 access token\n"
            "    metadata_host=HOST     metadata server (default: $GCE_METADATA_HOST, else\n"
            "                           metadata.google.internal)\n"
+           "    region=REGION          s3: signing region ($AWS_REGION, $AWS_DEFAULT_REGION,\n"
+           "                           else us-east-1)\n"
+           "    credentials_file=PATH  s3: shared credentials file\n"
+           "                           ($AWS_SHARED_CREDENTIALS_FILE, else ~/.aws/credentials)\n"
+           "    profile=NAME           s3: its profile ($AWS_PROFILE, else default)\n"
            "    stat_ttl=SECONDS       attribute cache lifetime (60)\n"
            "    list_ttl=SECONDS       directory listing cache lifetime (60)\n"
            "    negative_ttl=SECONDS   lifetime of 'does not exist' answers (5)\n"
@@ -228,6 +239,9 @@ int main(int argc, char *argv[])
     cfg.key_file = cli.key_file;
     cfg.token_file = cli.token_file;
     cfg.metadata_host = cli.metadata_host;
+    cfg.region = cli.region;
+    cfg.credentials_file = cli.credentials_file;
+    cfg.profile = cli.profile;
     if (cli.control_name)
         cfg.control_name = cli.control_name;
     cfg.stat_ttl_s = cli.stat_ttl;
@@ -282,6 +296,9 @@ out:
     free(cli.key_file);
     free(cli.token_file);
     free(cli.metadata_host);
+    free(cli.region);
+    free(cli.credentials_file);
+    free(cli.profile);
     free(cli.control_name);
     free(cli.cache_dir);
     return ret;

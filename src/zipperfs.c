@@ -6,9 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/s3_creds.h"
 #include "util/log.h"
 
 #define GCS_DEFAULT_ENDPOINT "https://storage.googleapis.com"
+#define S3_DEFAULT_REGION "us-east-1"
 
 void zfs_config_default(struct zfs_config *cfg)
 {
@@ -50,6 +52,46 @@ static char *default_cache_dir(void)
     return out;
 }
 
+/* The bucket and prefix of "SCHEME://bucket[/prefix]" (rest is what
+ * follows the "://"). GCS bucket names are lower case; S3 allows upper case
+ * in old buckets. */
+static int parse_bucket_url(const char *text, const char *rest, bool upper_ok,
+                            struct zfs_source *out, char *err, size_t errsize)
+{
+    const char *slash = strchr(rest, '/');
+    size_t blen = slash ? (size_t)(slash - rest) : strlen(rest);
+    size_t max = upper_ok ? 255 : 222;
+    if (blen == 0 || blen > max) {
+        snprintf(err, errsize, "%s: no valid bucket name", text);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < blen; i++) {
+        char c = rest[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+              c == '.' || (upper_ok && c >= 'A' && c <= 'Z'))) {
+            snprintf(err, errsize, "%s: bucket names hold only %s0-9, '-', '_', '.'", text,
+                     upper_ok ? "a-z, A-Z, " : "a-z, ");
+            return -EINVAL;
+        }
+    }
+    out->bucket = strndup(rest, blen);
+    /* the prefix loses its slashes at both ends; inner "//" is kept
+     * as it is: it names different objects */
+    const char *p = slash ? slash : "";
+    while (*p == '/')
+        p++;
+    size_t plen = strlen(p);
+    while (plen > 0 && p[plen - 1] == '/')
+        plen--;
+    out->prefix = strndup(p, plen);
+    if (!out->bucket || !out->prefix) {
+        zfs_source_clear(out);
+        snprintf(err, errsize, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t errsize)
 {
     memset(out, 0, sizeof(*out));
@@ -58,42 +100,15 @@ int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t
         return -EINVAL;
     }
     if (strncmp(text, "gs://", 5) == 0) {
-        const char *bucket = text + 5;
-        const char *slash = strchr(bucket, '/');
-        size_t blen = slash ? (size_t)(slash - bucket) : strlen(bucket);
-        if (blen == 0 || blen > 222) {
-            snprintf(err, errsize, "%s: no valid bucket name", text);
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < blen; i++) {
-            char c = bucket[i];
-            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-                  c == '.')) {
-                snprintf(err, errsize, "%s: bucket names hold only a-z, 0-9, '-', '_', '.'",
-                         text);
-                return -EINVAL;
-            }
-        }
         out->kind = ZFS_SOURCE_GCS;
-        out->bucket = strndup(bucket, blen);
-        /* the prefix loses its slashes at both ends; inner "//" is kept
-         * as it is: it names different objects */
-        const char *p = slash ? slash : "";
-        while (*p == '/')
-            p++;
-        size_t plen = strlen(p);
-        while (plen > 0 && p[plen - 1] == '/')
-            plen--;
-        out->prefix = strndup(p, plen);
-        if (!out->bucket || !out->prefix) {
-            zfs_source_clear(out);
-            snprintf(err, errsize, "out of memory");
-            return -ENOMEM;
-        }
-        return 0;
+        return parse_bucket_url(text, text + 5, false, out, err, errsize);
+    }
+    if (strncmp(text, "s3://", 5) == 0) {
+        out->kind = ZFS_SOURCE_S3;
+        return parse_bucket_url(text, text + 5, true, out, err, errsize);
     }
     if (strstr(text, "://")) {
-        snprintf(err, errsize, "%s: unsupported scheme (gs:// or a directory)", text);
+        snprintf(err, errsize, "%s: unsupported scheme (gs://, s3:// or a directory)", text);
         return -EINVAL;
     }
     out->kind = ZFS_SOURCE_LOCAL;
@@ -169,6 +184,77 @@ static int choose_auth(const struct zfs_config *cfg, bool emulator, struct auth_
     return 0;
 }
 
+/* A region goes into the signing scope and the default endpoint's host */
+static bool valid_region(const char *r)
+{
+    size_t n = strlen(r);
+    if (n == 0 || n > 64)
+        return false;
+    for (const char *p = r; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+            return false;
+    return true;
+}
+
+static int make_s3_store(struct zfs *z, const struct zfs_config *cfg)
+{
+    struct s3_credentials creds;
+    const char *mode = cfg->auth ? cfg->auth : "auto";
+    bool anonymous = strcmp(mode, "none") == 0 || strcmp(mode, "anonymous") == 0;
+    int rc;
+
+    if (!anonymous && strcmp(mode, "auto") != 0) {
+        log_error("auth=%s is for gs:// sources; s3:// takes auth=auto or auth=none", mode);
+        return -EINVAL;
+    }
+    const char *region = cfg->region;
+    if (!region || !*region)
+        region = getenv("AWS_REGION");
+    if (!region || !*region)
+        region = getenv("AWS_DEFAULT_REGION");
+    if (!region || !*region)
+        region = S3_DEFAULT_REGION;
+    if (!valid_region(region)) {
+        log_error("region '%s': a region holds only a-z, 0-9 and '-'", region);
+        return -EINVAL;
+    }
+    if (!(z->region = strdup(region)))
+        return -ENOMEM;
+    if (cfg->endpoint) {
+        z->endpoint = strdup(cfg->endpoint);
+    } else if (asprintf(&z->endpoint, "https://s3.%s.amazonaws.com", region) < 0) {
+        z->endpoint = NULL;
+    }
+    if (!z->endpoint)
+        return -ENOMEM;
+
+    struct s3_credentials_config cc = {
+        .anonymous = anonymous,
+        .credentials_file = cfg->credentials_file,
+        .profile = cfg->profile,
+    };
+    if ((rc = s3_credentials_resolve(&cc, &creds)) < 0)
+        return rc;
+    struct store_s3_config sc = {
+        .endpoint = z->endpoint,
+        .region = z->region,
+        .bucket = z->source.bucket,
+        .prefix = z->source.prefix,
+        .list_page_size = (int)cfg->list_page_size,
+        .access_key = creds.access_key,
+        .secret_key = creds.secret_key,
+        .session_token = creds.session_token,
+    };
+    rc = store_s3_new(&sc, z->http, &z->store);
+    if (rc == 0)
+        log_info("serving s3://%s%s%s from %s (region %s) with %s credentials%s",
+                 z->source.bucket, z->source.prefix[0] ? "/" : "", z->source.prefix,
+                 z->endpoint, z->region, creds.source,
+                 creds.access_key ? "" : " (anonymous requests)");
+    s3_credentials_clear(&creds);
+    return rc;
+}
+
 int zfs_new(const struct zfs_config *cfg, struct zfs **out)
 {
     char err[512];
@@ -198,6 +284,9 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
 
     if (z->source.kind == ZFS_SOURCE_LOCAL) {
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)
+            goto fail;
+    } else if (z->source.kind == ZFS_SOURCE_S3) {
+        if ((rc = make_s3_store(z, cfg)) < 0)
             goto fail;
     } else {
         bool emulator = false;
@@ -267,7 +356,9 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     } else {
         const char *slash = strrchr(z->source.prefix, '/');
         root_name = z->source.prefix[0] ? (slash ? slash + 1 : z->source.prefix) : z->source.bucket;
-        if (asprintf(&z->source_id, "gs://%s/%s", z->source.bucket, z->source.prefix) < 0)
+        if (asprintf(&z->source_id, "%s://%s/%s",
+                     z->source.kind == ZFS_SOURCE_S3 ? "s3" : "gs", z->source.bucket,
+                     z->source.prefix) < 0)
             z->source_id = NULL;
     }
     struct archive_set_config ac = {
@@ -305,5 +396,6 @@ void zfs_free(struct zfs *z)
     http_client_free(z->http);
     zfs_source_clear(&z->source);
     free(z->endpoint);
+    free(z->region);
     free(z);
 }

@@ -15,28 +15,31 @@
 #include "store/store.h"
 #include "zip/crc_cache.h"
 
-enum zfs_source_kind { ZFS_SOURCE_GCS, ZFS_SOURCE_LOCAL };
+enum zfs_source_kind { ZFS_SOURCE_GCS, ZFS_SOURCE_S3, ZFS_SOURCE_LOCAL };
 
 struct zfs_source {
     enum zfs_source_kind kind;
-    char *bucket; /* gs: the bucket */
-    char *prefix; /* gs: "" or "a/b" without slashes at the ends */
+    char *bucket; /* gs, s3: the bucket */
+    char *prefix; /* gs, s3: "" or "a/b" without slashes at the ends */
     char *path;   /* local: the directory */
 };
 
-/* "gs://bucket[/prefix]" or a directory. Returns 0 or -EINVAL (with a
- * message in err). */
+/* "gs://bucket[/prefix]", "s3://bucket[/prefix]" or a directory. Returns 0
+ * or -EINVAL (with a message in err). */
 int zfs_source_parse(const char *text, struct zfs_source *out, char *err, size_t errsize);
 void zfs_source_clear(struct zfs_source *s);
 
 /* Everything the command line can set. Strings are borrowed. */
 struct zfs_config {
     const char *source;
-    const char *endpoint;      /* NULL: STORAGE_EMULATOR_HOST or Google's */
-    const char *auth;          /* auto, none, metadata, key_file, token_file */
+    const char *endpoint;      /* NULL: STORAGE_EMULATOR_HOST or Google's; s3: AWS's */
+    const char *auth;          /* auto, none, metadata, key_file, token_file (s3: auto, none) */
     const char *key_file;
     const char *token_file;
     const char *metadata_host;
+    const char *region;           /* s3; NULL: AWS_REGION, AWS_DEFAULT_REGION, us-east-1 */
+    const char *credentials_file; /* s3; NULL: AWS_SHARED_CREDENTIALS_FILE, ~/.aws/credentials */
+    const char *profile;          /* s3; NULL: AWS_PROFILE or "default" */
     double stat_ttl_s, list_ttl_s, negative_ttl_s;
     unsigned cache_entries;
     unsigned list_page_size;
@@ -61,6 +64,7 @@ struct zfs {
     struct zfs_config cfg;
     struct zfs_source source;
     char *endpoint; /* resolved */
+    char *region;   /* s3: resolved */
     struct http_client *http;
     struct auth *auth;
     struct store *store;

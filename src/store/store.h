@@ -13,7 +13,7 @@
 struct store_attr {
     uint64_t size;
     int64_t generation; /* changes whenever the object's content does */
-    int64_t mtime_sec;  /* from GCS `updated` */
+    int64_t mtime_sec;  /* from GCS `updated`, S3 Last-Modified */
     int32_t mtime_nsec;
 };
 
@@ -44,7 +44,7 @@ struct store;
 typedef int (*store_sink_fn)(void *arg, const char *data, size_t len);
 
 struct store_ops {
-    const char *name; /* "gcs", "local" */
+    const char *name; /* "gcs", "s3", "local" */
     /* Every child of directory dir ("" or "a/b"), all pages. */
     int (*list_dir)(struct store *s, const char *dir, struct store_listing *out);
     /* Attributes of the object named key: 0, -ENOENT, or another -errno. */
@@ -117,5 +117,21 @@ struct store_gcs_config {
 /* GCS JSON API backend. http and auth are borrowed (auth may be NULL). */
 int store_gcs_new(const struct store_gcs_config *cfg, struct http_client *http,
                   struct auth *auth, struct store **out);
+
+struct store_s3_config {
+    const char *endpoint;      /* "https://s3.REGION.amazonaws.com" or a compatible server's URL */
+    const char *region;        /* signed into every request */
+    const char *bucket;
+    const char *prefix;        /* "" or "a/b" (no slashes at either end) */
+    int list_page_size;        /* max-keys */
+    const char *access_key;    /* NULL: anonymous, unsigned requests */
+    const char *secret_key;
+    const char *session_token; /* NULL or sent as x-amz-security-token */
+};
+
+/* S3 backend (path-style URLs, SigV4 by libcurl). http is borrowed; the
+ * strings are copied. */
+int store_s3_new(const struct store_s3_config *cfg, struct http_client *http,
+                 struct store **out);
 
 #endif

@@ -56,8 +56,12 @@ class Mount:
             argv += ["-o", ",".join(opts)]
         run_env = dict(os.environ)
         run_env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        if env:
-            run_env.update(env)
+        # a value of None takes the variable away
+        for k, v in (env or {}).items():
+            if v is None:
+                run_env.pop(k, None)
+            else:
+                run_env[k] = v
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=run_env)

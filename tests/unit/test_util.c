@@ -490,6 +490,20 @@ static void expect_gcs(const char *text, const char *bucket, const char *prefix)
     assert_null(s.prefix);
 }
 
+static void expect_s3(const char *text, const char *bucket, const char *prefix)
+{
+    struct zfs_source s;
+    char err[256] = "";
+    int rc = zfs_source_parse(text, &s, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("%s: %d (%s)", text, rc, err);
+    assert_int_equal(s.kind, ZFS_SOURCE_S3);
+    assert_string_equal(s.bucket, bucket);
+    assert_string_equal(s.prefix, prefix);
+    assert_null(s.path);
+    zfs_source_clear(&s);
+}
+
 static void expect_invalid(const char *text)
 {
     struct zfs_source s;
@@ -519,6 +533,24 @@ static void test_source_gcs(void **state)
     expect_gcs("gs://0bucket9/x", "0bucket9", "x");
 }
 
+static void test_source_s3(void **state)
+{
+    (void)state;
+    char long_bucket[300] = "s3://";
+    expect_s3("s3://bucket", "bucket", "");
+    expect_s3("s3://bucket/", "bucket", "");
+    expect_s3("s3://bucket///a/b///", "bucket", "a/b");
+    expect_s3("s3://bucket/a//b", "bucket", "a//b");
+    /* buckets of S3's early days may hold upper case and '_' */
+    expect_s3("s3://Legacy_Bucket.1/data set/é", "Legacy_Bucket.1", "data set/é");
+    memset(long_bucket + 5, 'b', 255);
+    long_bucket[5 + 255] = '\0';
+    expect_s3(long_bucket, long_bucket + 5, "");
+    long_bucket[5 + 255] = 'b';
+    long_bucket[5 + 256] = '\0';
+    expect_invalid(long_bucket);
+}
+
 static void test_source_invalid(void **state)
 {
     (void)state;
@@ -540,10 +572,14 @@ static void test_source_invalid(void **state)
     expect_invalid(long_bucket);
     long_bucket[5 + 222] = '\0';
     expect_gcs(long_bucket, long_bucket + 5, "");
-    /* other schemes are not supported (yet) */
-    expect_invalid("s3://bucket");
-    expect_invalid("s3://bucket/prefix");
+    /* other schemes are not supported */
     expect_invalid("http://host/bucket");
+    expect_invalid("s3://");
+    expect_invalid("s3:///prefix");
+    expect_invalid("s3://buck et");
+    expect_invalid("s3://b@d/x");
+    expect_invalid("s3://bucket:9000");
+    expect_invalid("S3://bucket");
     expect_invalid("gcs://bucket");
     expect_invalid("GS://bucket");
 }
@@ -600,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_strmap_many),
         cmocka_unit_test(test_strmap_no_destructor),
         cmocka_unit_test(test_source_gcs),
+        cmocka_unit_test(test_source_s3),
         cmocka_unit_test(test_source_invalid),
         cmocka_unit_test(test_source_local),
         cmocka_unit_test(test_endpoint_from_emulator_host),
