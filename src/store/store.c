@@ -37,3 +37,15 @@ void store_listing_free(struct store_listing *l)
     l->count = 0;
     l->alloc = 0;
 }
+
+int store_buffer_sink_data(void *arg, const char *data, size_t len)
+{
+    struct store_buffer_sink *b = arg;
+    if (len > b->len - b->got)
+        len = b->len - b->got;
+    if (len == 0)
+        return 0; /* also the transfer asking whether to go on */
+    memcpy(b->buf + b->got, data, len);
+    b->got += len;
+    return 0;
+}

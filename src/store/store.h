@@ -43,6 +43,15 @@ struct store;
  * stop the stream (which then returns that errno). May block. */
 typedef int (*store_sink_fn)(void *arg, const char *data, size_t len);
 
+/* A sink that fills a caller's buffer: what a backend's read() passes to
+ * the transfer it shares with stream(). Bytes past len are dropped. */
+struct store_buffer_sink {
+    char *buf;
+    size_t len;
+    size_t got;
+};
+int store_buffer_sink_data(void *arg, const char *data, size_t len);
+
 struct store_ops {
     const char *name; /* "gcs", "s3", "local" */
     /* Every child of directory dir ("" or "a/b"), all pages. */

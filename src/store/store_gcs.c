@@ -246,27 +246,11 @@ out:
     return rc;
 }
 
-struct buffer_sink {
-    char *buf;
-    size_t len;
-    size_t got;
-};
-
-static int buffer_sink_data(void *arg, const char *data, size_t len)
-{
-    struct buffer_sink *b = arg;
-    if (len > b->len - b->got)
-        len = b->len - b->got;
-    memcpy(b->buf + b->got, data, len);
-    b->got += len;
-    return 0;
-}
-
 static ssize_t gcs_read(struct store *s, const char *key, int64_t generation, uint64_t off,
                         size_t len, char *buf)
 {
-    struct buffer_sink b = {.buf = buf, .len = len};
-    int rc = gcs_media(to_gcs(s), key, generation, off, len, false, buffer_sink_data, &b);
+    struct store_buffer_sink b = {.buf = buf, .len = len};
+    int rc = gcs_media(to_gcs(s), key, generation, off, len, false, store_buffer_sink_data, &b);
     return rc < 0 ? rc : (ssize_t)b.got;
 }
 
