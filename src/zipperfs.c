@@ -1,6 +1,7 @@
 #include "zipperfs.h"
 
 #include <errno.h>
+#include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,10 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->gid = getgid();
     cfg->control_name = ".zipperfs";
     cfg->crc_cache_entries = 1000000;
+    cfg->max_jobs = 2;
+    struct request_limits lim = REQUEST_LIMITS_DEFAULT;
+    cfg->max_request_bytes = lim.max_request_bytes;
+    cfg->max_request_paths = lim.max_members;
 }
 
 /* $XDG_CACHE_HOME/zipperfs, ~/.cache/zipperfs, or /var/cache/zipperfs */
@@ -336,13 +341,13 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         goto fail;
 
     /* the CRC cache: without it archives still work, they just recompute */
-    char *cache_dir = cfg->cache_dir ? strdup(cfg->cache_dir) : default_cache_dir();
-    if (cache_dir && crc_cache_open(cache_dir, cfg->crc_cache_entries ? cfg->crc_cache_entries : 1,
-                                    &z->crcs) < 0) {
-        log_warn("CRC cache in %s unusable: archives will recompute CRCs", cache_dir);
+    z->cache_dir = cfg->cache_dir ? strdup(cfg->cache_dir) : default_cache_dir();
+    if (z->cache_dir &&
+        crc_cache_open(z->cache_dir, cfg->crc_cache_entries ? cfg->crc_cache_entries : 1,
+                       &z->crcs) < 0) {
+        log_warn("CRC cache in %s unusable: archives will recompute CRCs", z->cache_dir);
         z->crcs = NULL;
     }
-    free(cache_dir);
 
     const char *root_name;
     char *local_real = NULL;
@@ -376,6 +381,15 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     free(local_real);
     if (rc < 0)
         goto fail;
+    struct request_set_config rc_cfg = {
+        .archives = z->archives,
+        .max_jobs = cfg->max_jobs,
+        .limits = REQUEST_LIMITS_DEFAULT,
+    };
+    rc_cfg.limits.max_request_bytes = cfg->max_request_bytes;
+    rc_cfg.limits.max_members = cfg->max_request_paths;
+    if ((rc = request_set_new(&rc_cfg, &z->requests)) < 0)
+        goto fail;
     *out = z;
     return 0;
 fail:
@@ -387,6 +401,7 @@ void zfs_free(struct zfs *z)
 {
     if (!z)
         return;
+    request_set_free(z->requests);
     archive_set_free(z->archives);
     crc_cache_close(z->crcs);
     free(z->source_id);
@@ -397,5 +412,76 @@ void zfs_free(struct zfs *z)
     zfs_source_clear(&z->source);
     free(z->endpoint);
     free(z->region);
+    free(z->cache_dir);
     free(z);
+}
+
+int zfs_start(struct zfs *z)
+{
+    return request_set_start(z->requests);
+}
+
+static void add_counter(struct json_object *o, const char *key, uint64_t value)
+{
+    json_object_object_add(o, key, json_object_new_int64((int64_t)value));
+}
+
+int zfs_stats_json(struct zfs *z, char **out, size_t *len)
+{
+    struct meta_stats ms;
+    struct archive_stats as;
+    struct request_set_stats rs;
+    meta_get_stats(z->meta, &ms);
+    archive_set_get_stats(z->archives, &as);
+    request_set_get_stats(z->requests, &rs);
+
+    struct json_object *o = json_object_new_object();
+    struct json_object *meta = json_object_new_object();
+    struct json_object *arch = json_object_new_object();
+    struct json_object *req = json_object_new_object();
+    int rc = -ENOMEM;
+    if (!o || !meta || !arch || !req) {
+        json_object_put(meta);
+        json_object_put(arch);
+        json_object_put(req);
+        goto out;
+    }
+    add_counter(meta, "list_requests", ms.list_calls);
+    add_counter(meta, "stat_requests", ms.stat_calls);
+    add_counter(meta, "listing_cache_hits", ms.listing_hits);
+    add_counter(meta, "stat_cache_hits", ms.stat_hits);
+    add_counter(meta, "negative_cache_hits", ms.negative_hits);
+    json_object_object_add(o, "namespace", meta);
+    add_counter(arch, "layouts", as.layouts);
+    add_counter(arch, "crc_cache_hits", as.crc_cache_hits);
+    add_counter(arch, "crcs_computed", as.crcs_computed);
+    add_counter(arch, "crc_fetches", as.crc_fetches);
+    add_counter(arch, "bytes_served", as.bytes_served);
+    json_object_object_add(o, "archives", arch);
+    add_counter(req, "submitted", rs.submitted);
+    add_counter(req, "refused", rs.refused);
+    add_counter(req, "shared", rs.shared);
+    add_counter(req, "queued", rs.queued);
+    add_counter(req, "running", rs.running);
+    add_counter(req, "done", rs.done);
+    add_counter(req, "failed", rs.failed);
+    add_counter(req, "notifications_queued", rs.notifications);
+    add_counter(req, "notification_errors", rs.notify_errors);
+    json_object_object_add(o, "requests", req);
+
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                             JSON_C_TO_STRING_SPACED);
+    size_t n = text ? strlen(text) : 0;
+    char *buf = text ? malloc(n + 2) : NULL;
+    if (buf) {
+        memcpy(buf, text, n);
+        buf[n] = '\n';
+        buf[n + 1] = '\0';
+        *out = buf;
+        *len = n + 1;
+        rc = 0;
+    }
+out:
+    json_object_put(o);
+    return rc;
 }

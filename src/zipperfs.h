@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "archive/archive.h"
+#include "archive/requests.h"
 #include "http/auth.h"
 #include "http/http.h"
 #include "meta/meta.h"
@@ -56,6 +57,13 @@ struct zfs_config {
     const char *cache_dir;     /* NULL: $XDG_CACHE_HOME/zipperfs or ~/.cache/zipperfs */
     unsigned crc_cache_entries;
     bool show_control;         /* list the control directory in the root */
+    unsigned max_jobs;         /* request archives materialized at once */
+    size_t max_request_bytes;  /* the largest request accepted */
+    size_t max_request_paths;  /* the most paths in one request */
+    const char *email_domain;  /* text requests: login@email_domain when the user set no email */
+    const char *notify_url;    /* POST notifications here */
+    const char *notify_dir;    /* write notifications here */
+    const char *output_bucket; /* upload materialized request archives here */
 };
 
 void zfs_config_default(struct zfs_config *cfg);
@@ -73,12 +81,23 @@ struct zfs {
     struct crc_cache *crcs; /* NULL when the cache directory is unusable */
     struct archive_set *archives;
     char *source_id;        /* names the source in the CRC cache */
+    char *cache_dir;        /* resolved; NULL if none could be named */
+    struct request_set *requests;
 };
 
 /* Builds the instance: parses the source, resolves endpoint and auth,
  * makes the store. Errors are logged. */
 int zfs_new(const struct zfs_config *cfg, struct zfs **out);
 void zfs_free(struct zfs *z);
+
+/* Starts the background threads (materialization jobs, notification
+ * delivery). Called once the daemon runs in its final process: a fork
+ * would lose threads started earlier. Returns 0 or -errno. */
+int zfs_start(struct zfs *z);
+
+/* The stats file: counters as a JSON object, malloc'd, with a final
+ * newline. Returns 0 or -ENOMEM. */
+int zfs_stats_json(struct zfs *z, char **out, size_t *len);
 
 /* The endpoint URL for a STORAGE_EMULATOR_HOST value ("host:port" or a
  * URL), malloc'd. */

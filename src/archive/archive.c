@@ -10,6 +10,7 @@
 
 #include "util/clock.h"
 #include "util/log.h"
+#include "request/manifest.h"
 #include "util/strmap.h"
 #include "zip/crc.h"
 #include "zip/layout.h"
@@ -24,6 +25,7 @@ struct member_state {
     bool crc_known;
     uint32_t crc;
     struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
+    const char *inline_data;     /* a manifest's bytes (owned by the archive), or NULL */
 };
 
 struct name_arena {
@@ -45,7 +47,14 @@ struct archive {
     struct name_arena *arena;
     int64_t newest_mtime;
     int32_t mtime_nsec;   /* a digest of the member list: see build() */
-    pthread_mutex_t lock; /* guards state[] (CRCs and trackers) */
+    bool files_only;      /* request archives: no directory entries */
+    size_t missing;       /* request paths that named nothing */
+    char *inline_bufs[2]; /* the manifests' bytes */
+    pthread_mutex_t lock; /* guards state[] (CRCs and trackers) and what follows */
+    size_t crc_missing;   /* file members whose CRC is unknown */
+    bool complete_fired;
+    void (*on_complete)(void *arg);
+    void *on_complete_arg;
 };
 
 struct archive_set {
@@ -55,6 +64,10 @@ struct archive_set {
     pthread_mutex_t lock; /* guards cache and stats */
     struct strmap *cache; /* "d:" / "w:" + dir key -> struct archive * (one reference) */
     struct archive_stats stats;
+    /* background fetch slots (crc_workers in all) */
+    pthread_mutex_t slots_lock;
+    pthread_cond_t slots_cond;
+    unsigned slots_free;
 };
 
 static void stats_add(struct archive_set *s, uint64_t *field, uint64_t n)
@@ -90,6 +103,8 @@ static int add_member(struct archive *a, const char *name, size_t name_len, cons
                       size_t suffix_len, bool is_dir, const struct store_attr *attr)
 {
     const struct archive_set_config *cfg = &a->set->cfg;
+    if (is_dir && a->files_only)
+        return 0;
     if (a->layout.count >= cfg->max_members) {
         log_error("archive has more than %zu members: refused", cfg->max_members);
         return -EFBIG;
@@ -194,6 +209,8 @@ static void archive_destroy(struct archive *a)
     free(a->members);
     free(a->state);
     free(a->key_prefix);
+    free(a->inline_bufs[0]);
+    free(a->inline_bufs[1]);
     free(a);
 }
 
@@ -201,6 +218,12 @@ void archive_put(struct archive *a)
 {
     if (a && __atomic_sub_fetch(&a->refs, 1, __ATOMIC_ACQ_REL) == 0)
         archive_destroy(a);
+}
+
+struct archive *archive_ref(struct archive *a)
+{
+    __atomic_add_fetch(&a->refs, 1, __ATOMIC_ACQ_REL);
+    return a;
 }
 
 static void cache_value_free(void *v)
@@ -216,17 +239,86 @@ static int member_key(const struct archive *a, size_t i, char *buf, size_t size)
     return (n < 0 || (size_t)n >= size) ? -ENAMETOOLONG : 0;
 }
 
-static int build(struct archive_set *s, const char *dir_key, bool whole, struct archive **out)
+static struct archive *archive_alloc(struct archive_set *s)
 {
     struct archive *a = calloc(1, sizeof(*a));
+    if (!a)
+        return NULL;
+    a->refs = 1;
+    a->set = s;
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+/* Once every member is added: directory times, the mtime digest, the
+ * layout, and the CRCs already known. what names the archive in logs. */
+static int finish(struct archive *a, const char *what)
+{
+    struct archive_set *s = a->set;
+
+    /* directories and manifests carry the time of the newest member: the
+     * same inputs always give the same bytes */
+    for (size_t i = 0; i < a->layout.count; i++)
+        if (a->members[i].is_dir || a->state[i].inline_data)
+            a->members[i].mtime = a->newest_mtime;
+    /* The archive's mtime is its newest member's; its nanoseconds are a
+     * digest of every member's name, size and generation. The kernel keeps
+     * an open file's cached pages while size and mtime are unchanged
+     * (auto_cache), and a member rewritten in place under the same size
+     * and second would otherwise let stale central-directory pages sit
+     * beside new data. Deterministic: the same inputs, the same digest. */
+    uint64_t digest = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < a->layout.count; i++) {
+        const struct zip_member *m = &a->members[i];
+        uint64_t fields[2] = {m->size, (uint64_t)a->state[i].generation};
+        for (uint32_t k = 0; k < m->name_len; k++)
+            digest = (digest ^ (unsigned char)m->name[k]) * 0x100000001b3ull;
+        for (size_t k = 0; k < sizeof(fields); k++)
+            digest = (digest ^ ((const unsigned char *)fields)[k]) * 0x100000001b3ull;
+    }
+    a->mtime_nsec = (int32_t)(digest % 1000000000u);
+    a->layout.members = a->members;
+    if (zip_layout_compute(&a->layout) < 0) {
+        log_error("archive of %s cannot be laid out", what);
+        return -EFBIG;
+    }
+    /* CRCs known from earlier archives and reads */
+    uint64_t hits = 0;
+    char key[KEY_MAX];
+    for (size_t i = 0; i < a->layout.count; i++) {
+        struct member_state *st = &a->state[i];
+        if (a->members[i].is_dir || st->crc_known)
+            continue;
+        if (a->members[i].size == 0) {
+            st->crc_known = true;
+            st->crc = 0;
+        } else if (s->cfg.crcs && member_key(a, i, key, sizeof(key)) == 0 &&
+                   crc_cache_get(s->cfg.crcs, s->source_id, key, st->generation, &st->crc)) {
+            st->crc_known = true;
+            hits++;
+        } else {
+            a->crc_missing++;
+        }
+    }
+    pthread_mutex_lock(&s->lock);
+    s->stats.layouts++;
+    s->stats.crc_cache_hits += hits;
+    pthread_mutex_unlock(&s->lock);
+    log_debug("laid out archive of %s: %zu members, %" PRIu64 " bytes, %" PRIu64
+              " CRCs from the cache",
+              what, a->layout.count, a->layout.total_size, hits);
+    return 0;
+}
+
+static int build(struct archive_set *s, const char *dir_key, bool whole, struct archive **out)
+{
+    struct archive *a = archive_alloc(s);
     char name[KEY_MAX];
+    char what[KEY_MAX + 2];
     int rc;
 
     if (!a)
         return -ENOMEM;
-    a->refs = 1;
-    a->set = s;
-    pthread_mutex_init(&a->lock, NULL);
     /* entry names start with the zipped directory's own name, so unzip
      * recreates it; the whole mount is named after its source */
     const char *base;
@@ -247,66 +339,175 @@ static int build(struct archive_set *s, const char *dir_key, bool whole, struct 
     size_t n = (size_t)snprintf(name, sizeof(name), "%s/", base);
     if ((rc = walk(a, whole ? "" : dir_key, name, n, 0)) < 0)
         goto fail;
-
-    /* directories carry the time of the newest member: the same inputs
-     * always give the same bytes */
-    for (size_t i = 0; i < a->layout.count; i++)
-        if (a->members[i].is_dir)
-            a->members[i].mtime = a->newest_mtime;
-    /* The archive's mtime is its newest member's; its nanoseconds are a
-     * digest of every member's name, size and generation. The kernel keeps
-     * an open file's cached pages while size and mtime are unchanged
-     * (auto_cache), and a member rewritten in place under the same size
-     * and second would otherwise let stale central-directory pages sit
-     * beside new data. Deterministic: the same inputs, the same digest. */
-    uint64_t digest = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < a->layout.count; i++) {
-        const struct zip_member *m = &a->members[i];
-        uint64_t fields[2] = {m->size, (uint64_t)a->state[i].generation};
-        for (uint32_t k = 0; k < m->name_len; k++)
-            digest = (digest ^ (unsigned char)m->name[k]) * 0x100000001b3ull;
-        for (size_t k = 0; k < sizeof(fields); k++)
-            digest = (digest ^ ((const unsigned char *)fields)[k]) * 0x100000001b3ull;
-    }
-    a->mtime_nsec = (int32_t)(digest % 1000000000u);
-    a->layout.members = a->members;
-    if ((rc = zip_layout_compute(&a->layout)) < 0) {
-        log_error("archive of /%s cannot be laid out", dir_key);
+    snprintf(what, sizeof(what), "/%s", dir_key);
+    if ((rc = finish(a, what)) < 0)
         goto fail;
-    }
-    /* CRCs known from earlier archives and reads */
-    uint64_t hits = 0;
-    if (s->cfg.crcs) {
-        char key[KEY_MAX];
-        for (size_t i = 0; i < a->layout.count; i++) {
-            if (a->members[i].is_dir || member_key(a, i, key, sizeof(key)) < 0)
-                continue;
-            if (a->members[i].size == 0) {
-                a->state[i].crc_known = true;
-                a->state[i].crc = 0;
-            } else if (crc_cache_get(s->cfg.crcs, s->source_id, key, a->state[i].generation,
-                                     &a->state[i].crc)) {
-                a->state[i].crc_known = true;
-                hits++;
-            }
-        }
-    } else {
-        for (size_t i = 0; i < a->layout.count; i++)
-            if (a->members[i].size == 0)
-                a->state[i].crc_known = true;
-    }
-    pthread_mutex_lock(&s->lock);
-    s->stats.layouts++;
-    s->stats.crc_cache_hits += hits;
-    pthread_mutex_unlock(&s->lock);
-    log_debug("laid out archive of /%s: %zu members, %" PRIu64 " bytes, %" PRIu64
-              " CRCs from the cache",
-              dir_key, a->layout.count, a->layout.total_size, hits);
     *out = a;
     return 0;
 fail:
     archive_destroy(a);
     return rc;
+}
+
+/* ---- request archives --------------------------------------------------- */
+
+/* A manifest as the last members: its CRC is known at once. */
+static int add_inline_member(struct archive *a, const char *name, char *data, size_t len)
+{
+    struct store_attr attr = {.size = len};
+    int rc = add_member(a, name, strlen(name), "", 0, false, &attr);
+    if (rc < 0)
+        return rc;
+    struct member_state *st = &a->state[a->layout.count - 1];
+    st->inline_data = data;
+    st->crc = zcrc32(0, data, len);
+    st->crc_known = true;
+    return 0;
+}
+
+struct request_build {
+    struct archive *a;
+    struct strmap *names;           /* member names already added (values unused) */
+    struct manifest_entry *entries; /* paths borrowed from the archive's arena */
+    size_t nentries, alloc;
+};
+
+static int note_entry(struct request_build *b, const char *path, bool found)
+{
+    if (b->nentries == b->alloc) {
+        size_t want = b->alloc ? b->alloc * 2 : 64;
+        struct manifest_entry *e = realloc(b->entries, want * sizeof(*e));
+        if (!e)
+            return -ENOMEM;
+        b->entries = e;
+        b->alloc = want;
+    }
+    b->entries[b->nentries].path = path;
+    b->entries[b->nentries].found = found;
+    b->nentries++;
+    return 0;
+}
+
+/* Adds the file members that walk() appended since index `from`, skipping
+ * names already present, and notes them for the manifests. */
+static int keep_new_members(struct request_build *b, size_t from)
+{
+    struct archive *a = b->a;
+    size_t kept = from;
+    for (size_t i = from; i < a->layout.count; i++) {
+        const char *name = a->members[i].name;
+        if (strmap_get(b->names, name))
+            continue; /* already a member */
+        int rc = strmap_put(b->names, name, (void *)name);
+        if (rc < 0 || (rc = note_entry(b, name, true)) < 0)
+            return rc;
+        if (kept != i) {
+            a->members[kept] = a->members[i];
+            a->state[kept] = a->state[i];
+        }
+        kept++;
+    }
+    a->layout.count = kept;
+    return 0;
+}
+
+static int request_add_path(struct request_build *b, const char *path)
+{
+    struct archive *a = b->a;
+    char key[KEY_MAX], name[KEY_MAX];
+    size_t len = strlen(path);
+    bool want_dir = len > 0 && path[len - 1] == '/';
+    size_t key_len = want_dir ? len - 1 : len;
+    struct meta_attr attr;
+    int rc;
+
+    if (key_len + 2 > sizeof(key))
+        return -ENAMETOOLONG;
+    memcpy(key, path, key_len);
+    key[key_len] = '\0';
+    rc = key_len ? meta_getattr(a->set->cfg.meta, key, &attr) : 0;
+    if (key_len == 0)
+        attr.is_dir = true; /* the whole mount */
+    if (rc == -ENOENT || (rc == 0 && want_dir && !attr.is_dir)) {
+        a->missing++;
+        const char *copy = arena_copy(a, path, len, "", 0);
+        return copy ? note_entry(b, copy, false) : -ENOMEM;
+    }
+    if (rc < 0)
+        return rc;
+    size_t from = a->layout.count;
+    if (attr.is_dir) {
+        size_t n = (size_t)snprintf(name, sizeof(name), "%s%s", key, key_len ? "/" : "");
+        rc = walk(a, key, name, n, 0);
+    } else {
+        rc = add_member(a, key, key_len, "", 0, false, &attr.attr);
+    }
+    return rc < 0 ? rc : keep_new_members(b, from);
+}
+
+int archive_build_request(struct archive_set *s, const char *const *paths, size_t npaths,
+                          const char *manifest_base, struct archive **out)
+{
+    struct archive *a = archive_alloc(s);
+    struct request_build b = {.a = a};
+    char list_name[KEY_MAX], nested_name[KEY_MAX];
+    char *list = NULL, *nested = NULL;
+    size_t list_len, nested_len;
+    int rc;
+
+    if (!a)
+        return -ENOMEM;
+    a->files_only = true;
+    a->key_prefix = strdup("");
+    b.names = strmap_new(NULL);
+    if (!a->key_prefix || !b.names) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if ((size_t)snprintf(nested_name, sizeof(nested_name), "%s%s", manifest_base,
+                         MANIFEST_NESTED_SUFFIX) >= sizeof(nested_name) ||
+        (size_t)snprintf(list_name, sizeof(list_name), "%s%s", manifest_base,
+                         MANIFEST_LIST_SUFFIX) >= sizeof(list_name)) {
+        rc = -ENAMETOOLONG;
+        goto fail;
+    }
+    /* the manifests' names are taken: an object of the same name is left out */
+    if ((rc = strmap_put(b.names, nested_name, nested_name)) < 0 ||
+        (rc = strmap_put(b.names, list_name, list_name)) < 0)
+        goto fail;
+    for (size_t i = 0; i < npaths; i++)
+        if ((rc = request_add_path(&b, paths[i])) < 0) {
+            log_error("request archive %s: %s: %s", manifest_base, paths[i], strerror(-rc));
+            goto fail;
+        }
+    if ((rc = manifest_nested_json(b.entries, b.nentries, &nested, &nested_len)) < 0 ||
+        (rc = manifest_list_json(b.entries, b.nentries, &list, &list_len)) < 0)
+        goto fail;
+    a->inline_bufs[0] = nested;
+    a->inline_bufs[1] = list;
+    if ((rc = add_inline_member(a, nested_name, nested, nested_len)) < 0 ||
+        (rc = add_inline_member(a, list_name, list, list_len)) < 0)
+        goto fail;
+    if ((rc = finish(a, manifest_base)) < 0)
+        goto fail;
+    strmap_free(b.names);
+    free(b.entries);
+    *out = a;
+    return 0;
+fail:
+    if (a && !a->inline_bufs[0]) {
+        free(nested);
+        free(list);
+    }
+    strmap_free(b.names);
+    free(b.entries);
+    archive_destroy(a);
+    return rc;
+}
+
+size_t archive_missing_count(const struct archive *a)
+{
+    return a->missing;
 }
 
 int archive_set_new(const struct archive_set_config *cfg, struct archive_set **out)
@@ -319,6 +520,8 @@ int archive_set_new(const struct archive_set_config *cfg, struct archive_set **o
     s->root_name = strdup(cfg->root_name && cfg->root_name[0] ? cfg->root_name : "root");
     s->cache = strmap_new(cache_value_free);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->slots_lock, NULL);
+    pthread_cond_init(&s->slots_cond, NULL);
     if (!s->source_id || !s->root_name || !s->cache) {
         archive_set_free(s);
         return -ENOMEM;
@@ -327,6 +530,7 @@ int archive_set_new(const struct archive_set_config *cfg, struct archive_set **o
         s->cfg.max_members = 5000000;
     if (s->cfg.crc_workers == 0)
         s->cfg.crc_workers = 8;
+    s->slots_free = s->cfg.crc_workers;
     *out = s;
     return 0;
 }
@@ -337,6 +541,8 @@ void archive_set_free(struct archive_set *s)
         return;
     strmap_free(s->cache);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->slots_lock);
+    pthread_cond_destroy(&s->slots_cond);
     free(s->source_id);
     free(s->root_name);
     free(s);
@@ -407,11 +613,85 @@ void archive_set_get_stats(struct archive_set *s, struct archive_stats *out)
 
 /* ---- CRCs --------------------------------------------------------------- */
 
+/* Calls the completion callback if the archive is complete and it has not
+ * been called yet. Takes a->lock. */
+static void fire_complete(struct archive *a)
+{
+    void (*fn)(void *) = NULL;
+    void *arg = NULL;
+    pthread_mutex_lock(&a->lock);
+    if (a->crc_missing == 0 && !a->complete_fired && a->on_complete) {
+        a->complete_fired = true;
+        fn = a->on_complete;
+        arg = a->on_complete_arg;
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (fn)
+        fn(arg);
+}
+
+void archive_on_complete(struct archive *a, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&a->lock);
+    a->on_complete = fn;
+    a->on_complete_arg = arg;
+    pthread_mutex_unlock(&a->lock);
+    fire_complete(a);
+}
+
+bool archive_complete(struct archive *a)
+{
+    pthread_mutex_lock(&a->lock);
+    bool done = a->crc_missing == 0;
+    pthread_mutex_unlock(&a->lock);
+    return done;
+}
+
+void archive_get_progress(struct archive *a, struct archive_progress *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->layout.count; i++) {
+        const struct member_state *st = &a->state[i];
+        uint64_t size = a->members[i].size;
+        if (a->members[i].is_dir)
+            continue;
+        out->members_total++;
+        out->bytes_total += size;
+        if (st->crc_known) {
+            out->members_done++;
+            out->bytes_done += size;
+        } else if (st->tracker) {
+            out->bytes_done += crc_tracker_known_bytes(st->tracker);
+        }
+    }
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Background fetches take a slot each: crc_workers in all, for every
+ * archive. */
+static void slot_take(struct archive_set *s)
+{
+    pthread_mutex_lock(&s->slots_lock);
+    while (s->slots_free == 0)
+        pthread_cond_wait(&s->slots_cond, &s->slots_lock);
+    s->slots_free--;
+    pthread_mutex_unlock(&s->slots_lock);
+}
+
+static void slot_give(struct archive_set *s)
+{
+    pthread_mutex_lock(&s->slots_lock);
+    s->slots_free++;
+    pthread_cond_signal(&s->slots_cond);
+    pthread_mutex_unlock(&s->slots_lock);
+}
+
 /* Feeds member data that passed by into member i's CRC. Takes a->lock. */
 static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data, size_t len)
 {
     struct member_state *st = &a->state[i];
-    bool finished = false;
+    bool finished = false, completes = false;
     uint32_t crc = 0;
 
     pthread_mutex_lock(&a->lock);
@@ -430,10 +710,13 @@ static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data
                 free(st->tracker);
                 st->tracker = NULL;
                 finished = true;
+                completes = --a->crc_missing == 0;
             }
         }
     }
     pthread_mutex_unlock(&a->lock);
+    if (completes)
+        fire_complete(a);
     if (finished) {
         struct archive_set *s = a->set;
         char key[KEY_MAX];
@@ -519,8 +802,9 @@ static int crc_ensure(struct archive *a, size_t i)
 
 struct crc_job {
     struct archive *a;
-    size_t next; /* atomic: the next member to look at */
-    int error;   /* first failure, atomic */
+    size_t next;       /* atomic: the next member to look at */
+    int error;         /* first failure, atomic */
+    const int *cancel; /* NULL, or stop once nonzero */
 };
 
 static void *crc_worker(void *arg)
@@ -530,7 +814,20 @@ static void *crc_worker(void *arg)
         size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (i >= job->a->layout.count || __atomic_load_n(&job->error, __ATOMIC_RELAXED))
             return NULL;
+        if (job->cancel && __atomic_load_n(job->cancel, __ATOMIC_RELAXED)) {
+            int zero = 0;
+            __atomic_compare_exchange_n(&job->error, &zero, -ECANCELED, false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+            return NULL;
+        }
+        pthread_mutex_lock(&job->a->lock);
+        bool known = job->a->state[i].crc_known;
+        pthread_mutex_unlock(&job->a->lock);
+        if (known)
+            continue;
+        slot_take(job->a->set);
         int rc = crc_ensure(job->a, i);
+        slot_give(job->a->set);
         if (rc < 0) {
             int zero = 0;
             __atomic_compare_exchange_n(&job->error, &zero, rc, false, __ATOMIC_RELAXED,
@@ -541,7 +838,7 @@ static void *crc_worker(void *arg)
 
 /* Every CRC known (the central directory needs them all); missing ones are
  * fetched by a few workers in parallel. */
-static int crc_ensure_all(struct archive *a)
+static int crc_ensure_all(struct archive *a, const int *cancel)
 {
     size_t missing = 0;
     pthread_mutex_lock(&a->lock);
@@ -551,9 +848,9 @@ static int crc_ensure_all(struct archive *a)
     pthread_mutex_unlock(&a->lock);
     if (missing == 0)
         return 0;
-    log_info("computing %zu missing CRC-32s for the central directory", missing);
+    log_info("computing %zu missing CRC-32s", missing);
 
-    struct crc_job job = {.a = a};
+    struct crc_job job = {.a = a, .cancel = cancel};
     unsigned n = a->set->cfg.crc_workers;
     if (n > missing)
         n = (unsigned)missing;
@@ -569,6 +866,14 @@ static int crc_ensure_all(struct archive *a)
     for (unsigned t = 0; t < started; t++)
         pthread_join(threads[t], NULL);
     return job.error;
+}
+
+int archive_materialize(struct archive *a, const int *cancel)
+{
+    int rc = crc_ensure_all(a, cancel);
+    if (rc < 0)
+        return rc == -ESTALE || rc == -ENOENT ? -EIO : rc;
+    return archive_complete(a) ? 0 : -EIO;
 }
 
 static uint32_t crc_of_member(void *arg, size_t i)
@@ -654,6 +959,12 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
                                 uint64_t member_off)
 {
     struct reader *r;
+    const char *inline_data = h->a->state[i].inline_data;
+    if (inline_data) {
+        /* fixed at layout time; the caller keeps within the member */
+        memcpy(buf, inline_data + member_off, size);
+        return (ssize_t)size;
+    }
     pthread_mutex_lock(&h->lock);
     int rc = handle_reader(h, i, &r);
     if (rc < 0) {
@@ -692,7 +1003,7 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
         size_t i = zip_layout_find(l, at);
         ssize_t n;
         if (i == l->count) {
-            int rc = crc_ensure_all(a);
+            int rc = crc_ensure_all(a, NULL);
             if (rc < 0)
                 return rc;
             n = (ssize_t)zip_render_tail(l, crc_of_member, a, at - l->cd_off, (uint8_t *)buf + done,

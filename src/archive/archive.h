@@ -35,7 +35,9 @@ struct archive_set_config {
     int64_t ttl_ms;             /* how long a layout is reused for new opens */
     uint32_t file_mode, dir_mode;
     size_t max_members;
-    unsigned crc_workers;       /* parallel fetches when many CRCs are missing */
+    /* Background fetches of member data (CRCs the central directory needs,
+     * materialization jobs) running at once, across all archives. */
+    unsigned crc_workers;
 };
 
 struct archive_set;
@@ -48,6 +50,8 @@ void archive_set_free(struct archive_set *s);
  * whole mount). Reused while fresh. The caller owns one reference. */
 int archive_get(struct archive_set *s, const char *dir_key, bool whole, struct archive **out);
 void archive_put(struct archive *a);
+/* Takes another reference; returns a. */
+struct archive *archive_ref(struct archive *a);
 
 uint64_t archive_size(const struct archive *a);
 int64_t archive_mtime(const struct archive *a);
@@ -62,6 +66,44 @@ struct archive_handle;
 int archive_handle_new(struct archive *a, struct archive_handle **out); /* takes a reference */
 void archive_handle_free(struct archive_handle *h);
 ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t off);
+
+/* ---- request archives ------------------------------------------------
+ *
+ * The archive of a list of paths (normalised, relative to the mount's
+ * root, as request_parse gives them): "a/b" names an object, or, when it
+ * is a directory, its whole subtree, as does "a/b/". Entries are named by
+ * their paths; there are no directory entries. A path that names nothing
+ * is left out and listed in the list manifest as missing. After all
+ * members come the two manifests, <manifest_base>.nested.manifest.json
+ * then <manifest_base>.list.manifest.json (request/manifest.h). A member
+ * reached twice (a file inside a requested directory, named again) is
+ * stored once. Not cached by the set: the caller keeps its reference. */
+int archive_build_request(struct archive_set *s, const char *const *paths, size_t npaths,
+                          const char *manifest_base, struct archive **out);
+
+/* How many of its paths named nothing (request archives; 0 otherwise). */
+size_t archive_missing_count(const struct archive *a);
+
+struct archive_progress {
+    size_t members_done, members_total; /* file members whose CRC is known */
+    uint64_t bytes_done, bytes_total;   /* member data seen at least once */
+};
+void archive_get_progress(struct archive *a, struct archive_progress *out);
+
+/* True once every byte has been produced and every CRC is known: the
+ * archive can be served to its end without fetching anything again. */
+bool archive_complete(struct archive *a);
+
+/* Makes the archive complete: fetches every member byte never seen, a few
+ * members at once (the set's crc_workers, shared with every archive).
+ * Stops early with -ECANCELED once *cancel is nonzero. Returns 0 or
+ * -errno (a member changed or vanished: -EIO). */
+int archive_materialize(struct archive *a, const int *cancel);
+
+/* Calls fn(arg) once, when the archive becomes complete: at once from this
+ * call if it already is, else from the thread whose read or fetch
+ * completed it. Only one callback per archive; it must not block long. */
+void archive_on_complete(struct archive *a, void (*fn)(void *arg), void *arg);
 
 /* Counters for the stats file */
 struct archive_stats {

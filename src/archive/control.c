@@ -36,6 +36,44 @@ int control_resolve(struct meta *m, const char *rel, struct control_node *out)
         out->kind = CONTROL_WHOLE_ZIP;
         return 0;
     }
+    if (strcmp(rel, "stats") == 0) {
+        out->kind = CONTROL_STATS;
+        return 0;
+    }
+    if (strcmp(rel, "requests") == 0) {
+        out->kind = CONTROL_REQUESTS_DIR;
+        return 0;
+    }
+    if (strcmp(rel, "archives") == 0) {
+        out->kind = CONTROL_ARCHIVES_DIR;
+        return 0;
+    }
+    if (strncmp(rel, "requests/", 9) == 0) {
+        const char *name = rel + 9;
+        if (!name[0] || strchr(name, '/') || strlen(name) > 255)
+            return -ENOENT;
+        memcpy(out->key, name, strlen(name) + 1);
+        out->kind = CONTROL_REQUEST_FILE;
+        return 0;
+    }
+    if (strncmp(rel, "archives/", 9) == 0) {
+        const char *name = rel + 9;
+        size_t nlen = strlen(name);
+        if (strchr(name, '/'))
+            return -ENOENT;
+        if (ends_with_zip(name, nlen)) {
+            out->kind = CONTROL_ARCHIVE_ZIP;
+            nlen -= 4;
+        } else if (nlen > 7 && strcmp(name + nlen - 7, ".status") == 0) {
+            out->kind = CONTROL_ARCHIVE_STATUS;
+            nlen -= 7;
+        } else {
+            return -ENOENT;
+        }
+        memcpy(out->key, name, nlen);
+        out->key[nlen] = '\0';
+        return 0;
+    }
     if (strncmp(rel, "tree/", 5) != 0)
         return -ENOENT;
     const char *p = rel + 5;
@@ -68,7 +106,9 @@ int control_list(struct meta *m, const struct control_node *node,
     int rc = 0;
 
     if (node->kind == CONTROL_DIR) {
-        if ((rc = fill(arg, "tree", 1)) != 0 || (rc = fill(arg, "tree.zip", 0)) != 0)
+        if ((rc = fill(arg, "tree", 1)) != 0 || (rc = fill(arg, "tree.zip", 0)) != 0 ||
+            (rc = fill(arg, "requests", 1)) != 0 || (rc = fill(arg, "archives", 1)) != 0 ||
+            (rc = fill(arg, "stats", 0)) != 0)
             return rc < 0 ? rc : 0;
         return 0;
     }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +11,25 @@
 
 #include "archive/control.h"
 #include "meta/names.h"
+#include "request/local_user.h"
 #include "util/log.h"
 #include "zipperfs.h"
 
 /* The kernel asks for at most this much per read (max_pages) and reads
  * ahead this far. */
 #define FS_MAX_READ (1u << 20)
+
+/* A request being written to requests/<name>: kept in memory, submitted
+ * when the file is closed. */
+struct request_writer {
+    char name[256];
+    uid_t uid;       /* who created it: the requester of a text request */
+    char *data;      /* guarded by data_lock, as len and dirty */
+    size_t len, alloc;
+    bool dirty;      /* not submitted as it is now */
+    bool written;    /* write() or truncate() since the last submission */
+    pthread_mutex_t data_lock;
+};
 
 /* An open file. Kept on a list so that whatever the kernel never released
  * (a release can be lost when the mount goes away) is freed at destroy. */
@@ -24,7 +38,10 @@ struct fs_handle {
     struct reader *reader;         /* an open file, or */
     struct archive_handle *archive; /* an open archive, or */
     struct meta_dir *dir;          /* an open directory, or */
-    struct control_node *control;  /* an open control directory */
+    struct control_node *control;  /* an open control directory, or */
+    struct request_writer *writer; /* a request being written, or */
+    char *snapshot;                /* a status or stats file as it was at open */
+    size_t snapshot_len;
 };
 
 struct fs_state {
@@ -54,6 +71,12 @@ static void handle_free(struct fs_state *fs, struct fs_handle *h)
     archive_handle_free(h->archive);
     meta_dir_put(h->dir);
     free(h->control);
+    if (h->writer) {
+        pthread_mutex_destroy(&h->writer->data_lock);
+        free(h->writer->data);
+        free(h->writer);
+    }
+    free(h->snapshot);
     free(h);
 }
 
@@ -120,6 +143,9 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* keep cached pages while an object's mtime and size are unchanged */
     cfg->auto_cache = 1;
     cfg->use_ino = 0;
+    /* after the daemon forked: threads started before would be lost */
+    if (zfs_start(fs->zfs) < 0)
+        log_error("background jobs could not start: requests will not be materialized");
     log_info("mounted (max read %u KiB)", zc->max_read / 1024);
     return fs;
 }
@@ -146,6 +172,229 @@ static const char *control_rel(const struct fs_state *fs, const char *key)
     return NULL;
 }
 
+/* The writer of requests/<name>, if it is open (handles_lock held). */
+static struct request_writer *find_writer(struct fs_state *fs, const char *name)
+{
+    for (struct fs_handle *h = fs->handles.next; h != &fs->handles; h = h->next)
+        if (h->writer && strcmp(h->writer->name, name) == 0)
+            return h->writer;
+    return NULL;
+}
+
+/* ---- requests/: the one writable place ---------------------------------- */
+
+/* The name below requests/ that path designates, or NULL. */
+static const char *request_name(struct fs_state *fs, const char *path)
+{
+    const char *rel = control_rel(fs, names_key_of_path(path));
+    if (!rel || strncmp(rel, "requests/", 9) != 0)
+        return NULL;
+    const char *name = rel + 9;
+    if (!name[0] || strchr(name, '/') || strlen(name) > 255)
+        return NULL;
+    return name;
+}
+
+static struct request_writer *handle_writer(struct fuse_file_info *fi)
+{
+    if (!fi)
+        return NULL;
+    return ((struct fs_handle *)(uintptr_t)fi->fh)->writer;
+}
+
+static int writer_resize(struct fs_state *fs, struct request_writer *w, size_t len)
+{
+    if (len > fs->zfs->cfg.max_request_bytes)
+        return -EFBIG;
+    if (len > w->alloc) {
+        size_t want = w->alloc ? w->alloc : 4096;
+        while (want < len)
+            want *= 2;
+        char *d = realloc(w->data, want);
+        if (!d)
+            return -ENOMEM;
+        w->data = d;
+        w->alloc = want;
+    }
+    if (len > w->len)
+        memset(w->data + w->len, 0, len - w->len);
+    w->len = len;
+    w->dirty = w->written = true;
+    return 0;
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)mode;
+    struct fs_state *fs = fs_state();
+    const char *name = request_name(fs, path);
+    if (!name)
+        return -EROFS;
+    struct fs_handle *h = calloc(1, sizeof(*h));
+    struct request_writer *w = calloc(1, sizeof(*w));
+    if (!h || !w) {
+        free(h);
+        free(w);
+        return -ENOMEM;
+    }
+    snprintf(w->name, sizeof(w->name), "%s", name);
+    w->uid = fuse_get_context()->uid;
+    w->dirty = true; /* an empty request is still submitted, and refused */
+    pthread_mutex_init(&w->data_lock, NULL);
+    h->writer = w;
+    pthread_mutex_lock(&fs->handles_lock);
+    bool taken = find_writer(fs, name) != NULL;
+    pthread_mutex_unlock(&fs->handles_lock);
+    if (taken) {
+        pthread_mutex_destroy(&w->data_lock);
+        free(w);
+        free(h);
+        return -EBUSY;
+    }
+    handle_link(fs, h);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    return 0;
+}
+
+static int fs_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct fs_state *fs = fs_state();
+    struct request_writer *w = handle_writer(fi);
+    (void)path;
+    if (!w)
+        return -EROFS;
+    if (off < 0 || (uint64_t)off > SIZE_MAX - size)
+        return -EINVAL;
+    pthread_mutex_lock(&w->data_lock);
+    int rc = 0;
+    size_t end = (size_t)off + size;
+    if (end > w->len)
+        rc = writer_resize(fs, w, end);
+    if (rc == 0) {
+        memcpy(w->data + off, buf, size);
+        w->dirty = w->written = true;
+    }
+    pthread_mutex_unlock(&w->data_lock);
+    return rc < 0 ? rc : (int)size;
+}
+
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+    struct fs_state *fs = fs_state();
+    struct request_writer *w = handle_writer(fi);
+    const char *name = request_name(fs, path);
+    if (!w && name) {
+        pthread_mutex_lock(&fs->handles_lock);
+        w = find_writer(fs, name);
+        if (w)
+            pthread_mutex_lock(&w->data_lock);
+        pthread_mutex_unlock(&fs->handles_lock);
+        if (!w)
+            return -ENOENT;
+    } else if (w) {
+        pthread_mutex_lock(&w->data_lock);
+    } else {
+        return -EROFS;
+    }
+    int rc = size < 0 ? -EINVAL : writer_resize(fs, w, (size_t)size);
+    pthread_mutex_unlock(&w->data_lock);
+    return rc;
+}
+
+/* Submits the request as it is now, unless it was already. only_written:
+ * only if something was written since the last submission. */
+static int writer_submit(struct fs_state *fs, struct request_writer *w, bool only_written)
+{
+    char err[256];
+    struct requester local;
+    int rc;
+
+    pthread_mutex_lock(&w->data_lock);
+    if (!w->dirty || (only_written && !w->written)) {
+        pthread_mutex_unlock(&w->data_lock);
+        return 0;
+    }
+    w->dirty = w->written = false;
+    if ((rc = local_user_requester(w->uid, fs->zfs->cfg.email_domain, &local)) == 0) {
+        rc = request_submit(fs->zfs->requests, w->name, (const uint8_t *)w->data, w->len, &local,
+                            err, sizeof(err));
+        requester_free(&local);
+    }
+    pthread_mutex_unlock(&w->data_lock);
+    return rc;
+}
+
+/* close() of a request submits it: a bad one fails the close with EINVAL
+ * (the status file and the log say why). A close before anything was
+ * written (a shell's redirection closes a duplicate of the descriptor
+ * first) submits nothing; the release submits a request left empty. */
+static int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    struct request_writer *w = handle_writer(fi);
+    return w ? writer_submit(fs_state(), w, true) : 0;
+}
+
+/* touch, cp -p and the like set times and modes of a request being
+ * written: harmless, accepted and ignored */
+static bool is_open_request(struct fs_state *fs, const char *path, struct fuse_file_info *fi)
+{
+    if (handle_writer(fi))
+        return true;
+    const char *name = request_name(fs, path);
+    if (!name)
+        return false;
+    pthread_mutex_lock(&fs->handles_lock);
+    bool open = find_writer(fs, name) != NULL;
+    pthread_mutex_unlock(&fs->handles_lock);
+    return open;
+}
+
+
+/* The archive a zip node names. The caller owns one reference. */
+static int control_archive(struct fs_state *fs, const struct control_node *node,
+                           struct archive **out)
+{
+    if (node->kind == CONTROL_ARCHIVE_ZIP)
+        return request_archive(fs->zfs->requests, node->key, out);
+    return archive_get(fs->zfs->archives, node->key, node->kind == CONTROL_WHOLE_ZIP, out);
+}
+
+/* The bytes of a status or stats file now. */
+static int control_snapshot(struct fs_state *fs, const struct control_node *node, char **out,
+                            size_t *len)
+{
+    if (node->kind == CONTROL_STATS)
+        return zfs_stats_json(fs->zfs, out, len);
+    return request_status_json(fs->zfs->requests, node->key, out, len);
+}
+
+
+/* A request file exists while it is open for writing. */
+static int request_file_getattr(struct fs_state *fs, const char *name, struct stat *st)
+{
+    struct meta_attr file = {.is_dir = false};
+    pthread_mutex_lock(&fs->handles_lock);
+    struct request_writer *w = find_writer(fs, name);
+    uid_t owner = 0;
+    if (w) {
+        pthread_mutex_lock(&w->data_lock);
+        file.attr.size = w->len;
+        pthread_mutex_unlock(&w->data_lock);
+        owner = w->uid;
+    }
+    pthread_mutex_unlock(&fs->handles_lock);
+    if (!w)
+        return -ENOENT;
+    file.attr.mtime_sec = time(NULL);
+    fill_stat(fs, &file, st);
+    st->st_mode = S_IFREG | 0644;
+    st->st_uid = owner;
+    return 0;
+}
+
 static int control_getattr(struct fs_state *fs, const char *rel, struct stat *st)
 {
     struct control_node *node = malloc(sizeof(*node));
@@ -155,13 +404,40 @@ static int control_getattr(struct fs_state *fs, const char *rel, struct stat *st
         return -ENOMEM;
     if ((rc = control_resolve(fs->zfs->meta, rel, node)) < 0)
         goto out;
-    if (node->kind == CONTROL_DIR || node->kind == CONTROL_TREE_DIR) {
+    switch (node->kind) {
+    case CONTROL_DIR:
+    case CONTROL_TREE_DIR:
+    case CONTROL_ARCHIVES_DIR:
+    case CONTROL_REQUESTS_DIR: {
         struct meta_attr dir = {.is_dir = true};
         fill_stat(fs, &dir, st);
-        st->st_mode = S_IFDIR | 0555;
+        /* anyone may write a request: a sticky directory, as /tmp */
+        st->st_mode = node->kind == CONTROL_REQUESTS_DIR ? S_IFDIR | 01777 : S_IFDIR | 0555;
         goto out;
     }
-    if ((rc = archive_get(fs->zfs->archives, node->key, node->kind == CONTROL_WHOLE_ZIP, &a)) < 0)
+    case CONTROL_REQUEST_FILE:
+        rc = request_file_getattr(fs, node->key, st);
+        goto out;
+    case CONTROL_ARCHIVE_STATUS:
+    case CONTROL_STATS: {
+        char *text;
+        size_t len;
+        if ((rc = control_snapshot(fs, node, &text, &len)) < 0)
+            goto out;
+        free(text);
+        struct meta_attr file = {.is_dir = false};
+        file.attr.size = len;
+        file.attr.mtime_sec = time(NULL);
+        fill_stat(fs, &file, st);
+        st->st_mode = S_IFREG | 0444;
+        goto out;
+    }
+    case CONTROL_ARCHIVE_ZIP:
+    case CONTROL_TREE_ZIP:
+    case CONTROL_WHOLE_ZIP:
+        break;
+    }
+    if ((rc = control_archive(fs, node, &a)) < 0)
         goto out;
     struct meta_attr file = {.is_dir = false};
     file.attr.size = archive_size(a);
@@ -201,7 +477,8 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
     if (rel) {
         h->control = malloc(sizeof(*h->control));
         rc = h->control ? control_resolve(fs->zfs->meta, rel, h->control) : -ENOMEM;
-        if (rc == 0 && h->control->kind != CONTROL_DIR && h->control->kind != CONTROL_TREE_DIR)
+        if (rc == 0 && h->control->kind != CONTROL_DIR && h->control->kind != CONTROL_TREE_DIR &&
+            h->control->kind != CONTROL_REQUESTS_DIR && h->control->kind != CONTROL_ARCHIVES_DIR)
             rc = -ENOTDIR;
         if (rc < 0) {
             free(h->control);
@@ -234,6 +511,31 @@ static int control_fill_one(void *arg, const char *name, int is_dir)
     return cf->filler(cf->buf, name, NULL, 0, 0) ? 1 : 0;
 }
 
+static int archive_fill_one(void *arg, const char *name, bool has_zip)
+{
+    struct control_fill *cf = arg;
+    char entry[300];
+    if (has_zip) {
+        snprintf(entry, sizeof(entry), "%s.zip", name);
+        if (cf->filler(cf->buf, entry, NULL, 0, 0))
+            return 1;
+    }
+    snprintf(entry, sizeof(entry), "%s.status", name);
+    return cf->filler(cf->buf, entry, NULL, 0, 0) ? 1 : 0;
+}
+
+/* requests/ lists the requests being written */
+static int list_writers(struct fs_state *fs, struct control_fill *cf)
+{
+    int rc = 0;
+    pthread_mutex_lock(&fs->handles_lock);
+    for (struct fs_handle *h = fs->handles.next; h != &fs->handles && rc == 0; h = h->next)
+        if (h->writer && cf->filler(cf->buf, h->writer->name, NULL, 0, 0))
+            rc = 1;
+    pthread_mutex_unlock(&fs->handles_lock);
+    return 0;
+}
+
 static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
@@ -251,6 +553,10 @@ static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         /* no attributes: a zip's size means laying it out, which waits
          * until someone asks for it */
         struct control_fill cf = {.buf = buf, .filler = filler};
+        if (h->control->kind == CONTROL_ARCHIVES_DIR)
+            return fs_errno(request_list(fs->zfs->requests, archive_fill_one, &cf));
+        if (h->control->kind == CONTROL_REQUESTS_DIR)
+            return list_writers(fs, &cf);
         return fs_errno(control_list(fs->zfs->meta, h->control, control_fill_one, &cf));
     }
     if (fs->zfs->cfg.show_control && names_key_of_path(path)[0] == '\0' &&
@@ -281,11 +587,46 @@ static int control_open(struct fs_state *fs, const char *rel, struct fuse_file_i
         return -ENOMEM;
     if ((rc = control_resolve(fs->zfs->meta, rel, node)) < 0)
         goto out;
-    if (node->kind == CONTROL_DIR || node->kind == CONTROL_TREE_DIR) {
+    switch (node->kind) {
+    case CONTROL_DIR:
+    case CONTROL_TREE_DIR:
+    case CONTROL_REQUESTS_DIR:
+    case CONTROL_ARCHIVES_DIR:
         rc = -EISDIR;
         goto out;
+    case CONTROL_REQUEST_FILE:
+        /* written once, by the one who created it */
+        rc = request_file_getattr(fs, node->key, &(struct stat){0}) == 0 ? -EBUSY : -ENOENT;
+        goto out;
+    case CONTROL_ARCHIVE_STATUS:
+    case CONTROL_STATS:
+        if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+            rc = -EACCES;
+            goto out;
+        }
+        if (!(h = calloc(1, sizeof(*h)))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        if ((rc = control_snapshot(fs, node, &h->snapshot, &h->snapshot_len)) < 0) {
+            free(h);
+            goto out;
+        }
+        /* the size changes as the job goes: never cached */
+        fi->direct_io = 1;
+        handle_link(fs, h);
+        fi->fh = (uint64_t)(uintptr_t)h;
+        goto out;
+    case CONTROL_ARCHIVE_ZIP:
+    case CONTROL_TREE_ZIP:
+    case CONTROL_WHOLE_ZIP:
+        break;
     }
-    if ((rc = archive_get(fs->zfs->archives, node->key, node->kind == CONTROL_WHOLE_ZIP, &a)) < 0)
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+        rc = -EROFS;
+        goto out;
+    }
+    if ((rc = control_archive(fs, node, &a)) < 0)
         goto out;
     h = calloc(1, sizeof(*h));
     if (!h || (rc = archive_handle_new(a, &h->archive)) < 0) {
@@ -311,11 +652,11 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
     struct reader *r;
     int rc;
 
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
-        return -EROFS;
     const char *rel = control_rel(fs, key);
     if (rel)
         return control_open(fs, rel, fi);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+        return -EROFS;
     if ((rc = meta_getattr(fs->zfs->meta, key, &a)) < 0)
         return fs_errno(rc);
     if (a.is_dir)
@@ -340,6 +681,15 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
     struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
     if (off < 0)
         return -EINVAL;
+    if (h->snapshot || h->writer) {
+        if (!h->snapshot)
+            return -EBADF; /* a request is written, not read */
+        if ((uint64_t)off >= h->snapshot_len)
+            return 0;
+        size_t n = h->snapshot_len - (size_t)off < size ? h->snapshot_len - (size_t)off : size;
+        memcpy(buf, h->snapshot + off, n);
+        return (int)n;
+    }
     ssize_t n = h->archive ? archive_read(h->archive, buf, size, (uint64_t)off)
                            : reader_read(h->reader, buf, size, (uint64_t)off);
     if (n == -ESTALE)
@@ -352,7 +702,12 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
     (void)path;
-    handle_free(fs_state(), (struct fs_handle *)(uintptr_t)fi->fh);
+    struct fs_state *fs = fs_state();
+    struct fs_handle *h = (struct fs_handle *)(uintptr_t)fi->fh;
+    /* written after the last close's flush (through a mapping, say) */
+    if (h->writer)
+        writer_submit(fs, h->writer, false);
+    handle_free(fs, h);
     return 0;
 }
 
@@ -376,7 +731,9 @@ static int fs_access(const char *path, int mask)
         int rc = control_getattr(fs, rel, &st);
         if (rc < 0)
             return rc;
-        return (mask & W_OK) ? -EROFS : 0;
+        /* requests/ and the requests being written are writable */
+        bool writable = strcmp(rel, "requests") == 0 || request_name(fs, path) != NULL;
+        return (mask & W_OK) && !writable ? -EROFS : 0;
     }
     int rc = meta_getattr(fs->zfs->meta, names_key_of_path(path), &a);
     if (rc < 0)
@@ -411,32 +768,18 @@ static int fs_rofs_rename(const char *from, const char *to, unsigned int flags)
     return fs_rofs_2path(from, to);
 }
 
-static int fs_rofs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-    (void)fi;
-    return fs_rofs_path(path, mode);
+    return is_open_request(fs_state(), path, fi) ? 0 : fs_rofs_path(path, mode);
 }
 
-static int fs_rofs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
     (void)uid;
     (void)gid;
-    (void)fi;
-    return fs_rofs_path(path, 0);
+    return is_open_request(fs_state(), path, fi) ? 0 : fs_rofs_path(path, 0);
 }
 
-static int fs_rofs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
-{
-    (void)size;
-    (void)fi;
-    return fs_rofs_path(path, 0);
-}
-
-static int fs_rofs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
-{
-    (void)fi;
-    return fs_rofs_path(path, mode);
-}
 
 static int fs_rofs_mknod(const char *path, mode_t mode, dev_t dev)
 {
@@ -444,22 +787,10 @@ static int fs_rofs_mknod(const char *path, mode_t mode, dev_t dev)
     return fs_rofs_path(path, mode);
 }
 
-static int fs_rofs_write(const char *path, const char *buf, size_t size, off_t off,
-                         struct fuse_file_info *fi)
-{
-    (void)buf;
-    (void)size;
-    (void)off;
-    (void)fi;
-    return fs_rofs_path(path, 0);
-}
-
-static int fs_rofs_utimens(const char *path, const struct timespec tv[2],
-                           struct fuse_file_info *fi)
+static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
     (void)tv;
-    (void)fi;
-    return fs_rofs_path(path, 0);
+    return is_open_request(fs_state(), path, fi) ? 0 : fs_rofs_path(path, 0);
 }
 
 static int fs_rofs_setxattr(const char *path, const char *name, const char *value, size_t size,
@@ -496,13 +827,14 @@ static const struct fuse_operations fs_ops = {
     .symlink = fs_rofs_2path,
     .link = fs_rofs_2path,
     .rename = fs_rofs_rename,
-    .chmod = fs_rofs_chmod,
-    .chown = fs_rofs_chown,
-    .truncate = fs_rofs_truncate,
-    .create = fs_rofs_create,
+    .chmod = fs_chmod,
+    .chown = fs_chown,
+    .truncate = fs_truncate,
+    .create = fs_create,
     .mknod = fs_rofs_mknod,
-    .write = fs_rofs_write,
-    .utimens = fs_rofs_utimens,
+    .write = fs_write,
+    .flush = fs_flush,
+    .utimens = fs_utimens,
     .setxattr = fs_rofs_setxattr,
     .removexattr = fs_rofs_removexattr,
 };

@@ -96,6 +96,14 @@ void crc_tracker_clear(struct crc_tracker *t)
     t->count = 0;
 }
 
+uint64_t crc_tracker_known_bytes(const struct crc_tracker *t)
+{
+    uint64_t sum = 0;
+    for (unsigned k = 0; k < t->count; k++)
+        sum += t->iv[k].len;
+    return sum;
+}
+
 unsigned crc_tracker_intervals(const struct crc_tracker *t)
 {
     return t->count;

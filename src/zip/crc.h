@@ -72,6 +72,9 @@ bool crc_tracker_done(const struct crc_tracker *t, uint32_t *crc);
 bool crc_tracker_next_missing(const struct crc_tracker *t, uint64_t from, uint64_t *off,
                               uint64_t *len);
 
+/* Bytes of the member known so far (the sum of the intervals). */
+uint64_t crc_tracker_known_bytes(const struct crc_tracker *t);
+
 /* Number of disjoint known intervals (at most CRC_TRACKER_MAX_INTERVALS). */
 unsigned crc_tracker_intervals(const struct crc_tracker *t);
 
