@@ -16,6 +16,8 @@ struct cli {
     char *source;
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     char *region, *credentials_file, *profile;
+    char *email_domain;
+    unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
     unsigned file_mode, dir_mode, uid, gid;
@@ -58,6 +60,10 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("uid=%u", uid),
     CLI_OPT("gid=%u", gid),
     CLI_OPT("debug_log", debug_log),
+    CLI_OPT("max_jobs=%u", max_jobs),
+    CLI_OPT("max_request_mb=%u", max_request_mb),
+    CLI_OPT("max_request_paths=%u", max_request_paths),
+    CLI_OPT("email_domain=%s", email_domain),
     /* read by us (init must repeat it to the kernel) and by libfuse */
     CLI_OPT("max_read=%u", max_read),
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
@@ -117,6 +123,12 @@ static void usage(const char *prog)
            "    cache_dir=PATH         where CRC-32s of archive members are kept\n"
            "                           ($XDG_CACHE_HOME/zipperfs or ~/.cache/zipperfs)\n"
            "    crc_cache_entries=N    CRCs kept (1000000)\n"
+           "    max_jobs=N             request archives materialized at once (2); 0: only\n"
+           "                           by readers\n"
+           "    max_request_mb=N       the largest request accepted, in MiB (64)\n"
+           "    max_request_paths=N    the most paths in one request (100000)\n"
+           "    email_domain=DOMAIN    text requests: notify LOGIN@DOMAIN unless the user\n"
+           "                           wrote an address in ~/.config/zipperfs/email\n"
            "    debug_log              log every request\n"
            "\n"
            "Environment: PRODUCTION_DEPLOYMENT=true logs JSON lines (Cloud Logging).\n"
@@ -205,6 +217,9 @@ int main(int argc, char *argv[])
     cli.gid = cfg.gid;
     cli.max_read = 0;
     cli.crc_cache_entries = cfg.crc_cache_entries;
+    cli.max_jobs = cfg.max_jobs;
+    cli.max_request_mb = (unsigned)(cfg.max_request_bytes >> 20);
+    cli.max_request_paths = (unsigned)cfg.max_request_paths;
 
     if (fuse_opt_parse(&args, &cli, cli_opts, cli_proc) != 0)
         goto out;
@@ -227,7 +242,8 @@ int main(int argc, char *argv[])
         log_set_level(LOG_LEVEL_DEBUG);
     if (cli.list_page_size == 0 || cli.list_page_size > 5000 || cli.stat_ttl < 0 ||
         cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
-        cli.read_window_mb == 0 || cli.read_window_mb > 256) {
+        cli.read_window_mb == 0 || cli.read_window_mb > 256 || cli.max_jobs > 64 ||
+        cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
         goto out;
     }
@@ -262,6 +278,10 @@ int main(int argc, char *argv[])
     cfg.cache_dir = cli.cache_dir;
     cfg.crc_cache_entries = cli.crc_cache_entries;
     cfg.show_control = cli.show_control != 0;
+    cfg.max_jobs = cli.max_jobs;
+    cfg.max_request_bytes = (size_t)cli.max_request_mb << 20;
+    cfg.max_request_paths = cli.max_request_paths;
+    cfg.email_domain = cli.email_domain;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
@@ -301,5 +321,6 @@ out:
     free(cli.profile);
     free(cli.control_name);
     free(cli.cache_dir);
+    free(cli.email_domain);
     return ret;
 }

@@ -93,8 +93,6 @@ int request_set_new(const struct request_set_config *cfg, struct request_set **o
     if (!rs)
         return -ENOMEM;
     rs->cfg = *cfg;
-    if (rs->cfg.max_jobs == 0)
-        rs->cfg.max_jobs = 2;
     if (rs->cfg.limits.max_members == 0) {
         struct request_limits def = REQUEST_LIMITS_DEFAULT;
         rs->cfg.limits = def;
@@ -120,6 +118,8 @@ static void notify_pending(struct entry *e)
     char zipfile[NAME_MAX_LEN + 8];
     snprintf(zipfile, sizeof(zipfile), "%s.zip", e->name);
 
+    if (!rs->cfg.notify)
+        return; /* no sink configured */
     for (;;) {
         struct requester who = {0};
         bool found = false;
@@ -132,7 +132,7 @@ static void notify_pending(struct entry *e)
             found = true;
         }
         pthread_mutex_unlock(&rs->lock);
-        if (!found || !rs->cfg.notify)
+        if (!found)
             return;
         uint8_t *msg = NULL;
         size_t len = 0;
@@ -313,6 +313,8 @@ static void *job_thread(void *arg)
 
 int request_set_start(struct request_set *rs)
 {
+    if (rs->cfg.max_jobs == 0)
+        return 0; /* archives are materialized by their readers only */
     rs->threads = calloc(rs->cfg.max_jobs, sizeof(*rs->threads));
     if (!rs->threads)
         return -ENOMEM;
@@ -395,9 +397,13 @@ static int add_requester(struct entry *e, const struct requester *who)
     return 1;
 }
 
-static bool same_paths(const struct request *a, const struct request *b)
+/* Whether b asks for what a asks for. Two protobuf requests of one name
+ * name the same objects (the name is a digest of them, in any order). */
+static bool same_request(const struct request *a, const struct request *b)
 {
-    if (a->npaths != b->npaths)
+    if (a->format == REQUEST_PROTOBUF && b->format == REQUEST_PROTOBUF)
+        return strcmp(a->md5_name, b->md5_name) == 0;
+    if (a->format != b->format || a->npaths != b->npaths)
         return false;
     for (size_t i = 0; i < a->npaths; i++)
         if (strcmp(a->paths[i], b->paths[i]) != 0)
@@ -477,7 +483,7 @@ int request_submit(struct request_set *rs, const char *file_name, const uint8_t 
     rs->stats.submitted++;
     struct entry *old = strmap_get(rs->by_name, name);
     if (old && !old->refused && !old->superseded && old->state != STATE_FAILED &&
-        same_paths(&old->req, &req)) {
+        same_request(&old->req, &req)) {
         /* the same request again: one archive, one job; a new requester
          * is notified once, now if it is done already */
         rc = add_requester(old, who);

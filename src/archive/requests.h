@@ -43,7 +43,8 @@ typedef int (*request_notify_fn)(void *arg, const char *label, const uint8_t *ms
 struct request_set_config {
     struct archive_set *archives; /* borrowed */
     struct request_limits limits;
-    unsigned max_jobs;            /* archives materialized at once; 0: 2 */
+    unsigned max_jobs;            /* archives materialized at once; 0: none
+                                     (readers alone materialize them) */
     request_notify_fn notify;     /* NULL: nobody is notified */
     void *notify_arg;
     struct store *output;         /* borrowed; NULL: no output bucket */

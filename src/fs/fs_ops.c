@@ -223,13 +223,9 @@ static int writer_resize(struct fs_state *fs, struct request_writer *w, size_t l
     return 0;
 }
 
-static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+/* Opens requests/<name> for writing: a new, empty request. */
+static int writer_open(struct fs_state *fs, const char *name, struct fuse_file_info *fi)
 {
-    (void)mode;
-    struct fs_state *fs = fs_state();
-    const char *name = request_name(fs, path);
-    if (!name)
-        return -EROFS;
     struct fs_handle *h = calloc(1, sizeof(*h));
     struct request_writer *w = calloc(1, sizeof(*w));
     if (!h || !w) {
@@ -255,6 +251,14 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;
     return 0;
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+    (void)mode;
+    struct fs_state *fs = fs_state();
+    const char *name = request_name(fs, path);
+    return name ? writer_open(fs, name, fi) : -EROFS;
 }
 
 static int fs_write(const char *path, const char *buf, size_t size, off_t off,
@@ -595,8 +599,12 @@ static int control_open(struct fs_state *fs, const char *rel, struct fuse_file_i
         rc = -EISDIR;
         goto out;
     case CONTROL_REQUEST_FILE:
-        /* written once, by the one who created it */
-        rc = request_file_getattr(fs, node->key, &(struct stat){0}) == 0 ? -EBUSY : -ENOENT;
+        /* the kernel may still know the name from an earlier request and
+         * open rather than create: writing starts a new request */
+        if ((fi->flags & O_ACCMODE) == O_RDONLY)
+            rc = -EACCES;
+        else
+            rc = writer_open(fs, node->key, fi);
         goto out;
     case CONTROL_ARCHIVE_STATUS:
     case CONTROL_STATS:

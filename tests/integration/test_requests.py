@@ -1,0 +1,318 @@
+"""Archive requests through a real mount: MNT/.zipperfs/requests/NAME is
+written (a text list, or a FileDownloadMessage made by `protoc --encode`
+from our .proto files), closing it submits it, and archives/NAME.zip (or
+<md5>.zip) and archives/NAME.status appear. Checked with unzip -t,
+Python's zipfile, zipcheck (libzip, every CRC-32), the manifests against
+what the original service's rules give (computed here in Python with
+json.dumps), the status file, and errno values of bad requests.
+
+    ZIPPERFS_BIN   the binary under test (default build/zipperfs)
+    ZIPCHECK_BIN   tests/tools/zipcheck of the same build
+"""
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import time
+import zipfile
+
+import harness
+from gcs_common import GcsTestCase
+
+CONTROL = ".zipperfs"
+PROTO_DIR = os.path.join(harness.TOP, "proto")
+MISSING = " [Error: unable to retrieve file]"
+
+
+def zipcheck_bin():
+    return os.environ.get("ZIPCHECK_BIN",
+                          os.path.join(harness.TOP, "build", "tests", "tools", "zipcheck"))
+
+
+def encode_request(files, email="ada@example.org", name="Ada Lovelace", rid=None):
+    """A FileDownloadMessage serialized by protoc (not by our code)."""
+    lines = ['requester { email: %s name: %s%s }' % (
+        json.dumps(email), json.dumps(name), (" id: %s" % json.dumps(rid)) if rid is not None
+        else "")]
+    for obj, size in files:
+        lines.append('files { object: %s object_size: %d }' % (json.dumps(obj), size))
+    r = subprocess.run(["protoc", "-I", PROTO_DIR, "--encode=fdl_svc.FileDownloadMessage",
+                        os.path.join(PROTO_DIR, "file_download.proto")],
+                       input="\n".join(lines).encode(), capture_output=True, check=True)
+    return r.stdout
+
+
+def md5_name(objects):
+    return hashlib.md5(",".join(sorted(objects)).encode()).hexdigest()
+
+
+def expected_list_manifest(entries):
+    """entries: [(path, found)] -> the original's list manifest bytes."""
+    return json.dumps([p if found else p + MISSING for p, found in entries], indent=2).encode()
+
+
+def expected_nested_manifest(entries):
+    root = {}
+    for path, found in entries:
+        if not found:
+            continue
+        parts = path.split("/")
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node.setdefault("contents", []).append(parts[-1])
+    return json.dumps(root, indent=2).encode()
+
+
+def write_request(path, data):
+    """Writes and closes a request; returns the errno of close (0 if none)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:
+            return e.errno
+    return 0
+
+
+class RequestChecks:
+    """Run against each backend. The backend class provides, from
+    setUpClass, cls.files ({relpath: bytes} of the source) and
+    rmount(options) -> Mount."""
+
+    def control(self, m, *parts):
+        return m.path(CONTROL, *parts)
+
+    def status(self, m, name):
+        with open(self.control(m, "archives", name + ".status")) as f:
+            return json.load(f)
+
+    def wait_state(self, m, name, states=("done", "failed"), timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                st = self.status(m, name)
+            except FileNotFoundError:
+                # a request submitted by its release (not its close) shows
+                # up a moment after the close returned
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+                continue
+            if st["state"] in states or time.monotonic() > deadline:
+                return st
+            time.sleep(0.05)
+
+    def check_archive(self, zpath, members, manifest_base, entries):
+        """members: [relpath] in archive order (without the manifests)."""
+        r = subprocess.run(["unzip", "-t", zpath], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run([zipcheck_bin(), zpath], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        nested = manifest_base + ".nested.manifest.json"
+        lst = manifest_base + ".list.manifest.json"
+        with zipfile.ZipFile(zpath) as z:
+            self.assertEqual(z.namelist(), members + [nested, lst])
+            for name in members:
+                self.assertEqual(z.read(name), self.files[name], name)
+            self.assertEqual(z.read(lst), expected_list_manifest(entries))
+            self.assertEqual(z.read(nested), expected_nested_manifest(entries))
+            for info in z.infolist():
+                self.assertEqual(info.compress_type, zipfile.ZIP_STORED)
+
+    # -- tests
+
+    def test_text_request(self):
+        m = self.rmount()
+        req = b"# a comment\n\na/one.txt\n./a//b/\nnot/there.txt\nbig.bin\n"
+        self.assertEqual(write_request(self.control(m, "requests", "mine"), req), 0)
+        st = self.wait_state(m, "mine")
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(st["format"], "text")
+        self.assertEqual(st["missing"], 1)
+        self.assertEqual(st["members_done"], st["members_total"])
+        self.assertEqual(st["bytes_done"], st["bytes_total"])
+        self.assertEqual(st["eta_seconds"], 0)
+        members = ["a/one.txt", "a/b/c.txt", "a/b/d/deep.txt", "big.bin"]
+        entries = [("a/one.txt", True), ("a/b/c.txt", True), ("a/b/d/deep.txt", True),
+                   ("not/there.txt", False), ("big.bin", True)]
+        self.assertIn("mine.zip", os.listdir(self.control(m, "archives")))
+        self.assertIn("mine.status", os.listdir(self.control(m, "archives")))
+        zpath = self.control(m, "archives", "mine.zip")
+        self.check_archive(zpath, members, "mine", entries)
+        # the request file was a spool: gone once submitted
+        self.assertFalse(os.path.exists(self.control(m, "requests", "mine")))
+
+    def test_protobuf_request(self):
+        m = self.rmount()
+        objects = ["big.bin", "a/one.txt", "a/b", "gone.bin"]
+        data = encode_request([(o, len(self.files.get(o, b""))) for o in objects], rid="u-17")
+        # the name it is written under does not matter: the bytes decide
+        self.assertEqual(write_request(self.control(m, "requests", "portal.txt"), data), 0)
+        name = md5_name(objects)
+        st = self.wait_state(m, name)
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(st["format"], "protobuf")
+        self.assertEqual(st["requesters"], 1)
+        members = ["big.bin", "a/one.txt", "a/b/c.txt", "a/b/d/deep.txt"]
+        entries = [("big.bin", True), ("a/one.txt", True), ("a/b/c.txt", True),
+                   ("a/b/d/deep.txt", True), ("gone.bin", False)]
+        self.check_archive(self.control(m, "archives", name + ".zip"), members, name, entries)
+
+    def test_file_inside_requested_directory_stored_once(self):
+        m = self.rmount()
+        req = b"a/b/c.txt\na/\n"
+        self.assertEqual(write_request(self.control(m, "requests", "twice"), req), 0)
+        self.assertEqual(self.wait_state(m, "twice")["state"], "done")
+        # the directory's walk goes in name order; c.txt is already there
+        members = ["a/b/c.txt", "a/b/d/deep.txt", "a/one.txt"]
+        entries = [(p, True) for p in members]
+        self.check_archive(self.control(m, "archives", "twice.zip"), members, "twice", entries)
+
+    def test_bad_requests(self):
+        m = self.rmount()
+        # an empty request is refused in its status file; its close cannot
+        # fail: with nothing written, the close is not told apart from a
+        # shell closing a copy of the descriptor before the command writes
+        self.assertEqual(write_request(self.control(m, "requests", "empty"), b""), 0)
+        self.assertEqual(self.wait_state(m, "empty")["state"], "failed")
+        self.assertIn("empty", self.status(m, "empty")["error"])
+        bad = {
+            "comments": b"# nothing\n\n",
+            "abs": b"/etc/passwd\n",
+            "dotdot": b"a/../../etc/passwd\n",
+            "binary": bytes(range(256)) * 4,
+            "control": b"a\x01b\n",
+        }
+        for name, data in bad.items():
+            self.assertEqual(write_request(self.control(m, "requests", name), data),
+                             errno.EINVAL, name)
+            st = self.status(m, name)
+            self.assertEqual(st["state"], "failed", (name, st))
+            self.assertTrue(st["error"], name)
+            self.assertNotIn(name + ".zip", os.listdir(self.control(m, "archives")))
+        # too many paths for the limit given at mount
+        m2 = self.rmount(["max_request_paths=3"])
+        self.assertEqual(write_request(self.control(m2, "requests", "many"),
+                                       b"a\nb\nc\nd\n"), errno.EINVAL)
+        self.assertIn("3", self.status(m2, "many")["error"])
+        # writes past the byte limit fail as they happen
+        m3 = self.rmount(["max_request_mb=1"])
+        fd = os.open(self.control(m3, "requests", "huge"), os.O_WRONLY | os.O_CREAT)
+        try:
+            self.assert_errno(lambda: os.pwrite(fd, b"x\n", 2 << 20), errno.EFBIG)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # the daemon is alive and serving
+        self.assertEqual(sorted(os.listdir(m.path("a"))), ["b", "one.txt"])
+        with open(self.control(m, "stats")) as f:
+            stats = json.load(f)
+        self.assertEqual(stats["requests"]["refused"], len(bad) + 1)
+
+    def test_only_requests_is_writable(self):
+        m = self.rmount()
+        for path in (self.control(m, "archives", "x"), self.control(m, "x"),
+                     self.control(m, "tree", "x"), m.path("new.txt")):
+            self.assert_errno(lambda: open(path, "wb"), errno.EROFS)
+        self.assert_errno(lambda: os.mkdir(self.control(m, "requests", "d")), errno.EROFS)
+
+    def test_identical_requests_share_one_job(self):
+        m = self.rmount()
+        objects = ["a/one.txt", "big.bin"]
+        first = encode_request([(o, 0) for o in objects], email="a@example.org", name="A")
+        second = encode_request([(o, 0) for o in reversed(objects)], email="b@example.org",
+                                name="B")
+        self.assertEqual(write_request(self.control(m, "requests", "r1"), first), 0)
+        self.assertEqual(write_request(self.control(m, "requests", "r2"), second), 0)
+        # the same requester again is not a second requester
+        self.assertEqual(write_request(self.control(m, "requests", "r3"), first), 0)
+        name = md5_name(objects)
+        st = self.wait_state(m, name)
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(st["requesters"], 2)
+        with open(self.control(m, "stats")) as f:
+            stats = json.load(f)["requests"]
+        self.assertEqual(stats["submitted"], 3)
+        self.assertEqual(stats["shared"], 2)
+        self.assertEqual(stats["done"], 1)
+        self.assertEqual(m.log_text().count("request %s: materializing" % name), 1)
+
+    def test_reader_materializes_without_jobs(self):
+        m = self.rmount(["max_jobs=0"])
+        self.assertEqual(write_request(self.control(m, "requests", "lazy"),
+                                       b"big.bin\na/one.txt\n"), 0)
+        time.sleep(0.3)
+        st = self.status(m, "lazy")
+        self.assertEqual(st["state"], "queued", st)
+        # streaming it to its end materializes it
+        with open(self.control(m, "archives", "lazy.zip"), "rb") as f:
+            while f.read(1 << 20):
+                pass
+        st = self.wait_state(m, "lazy", timeout=10)
+        self.assertEqual(st["state"], "done", st)
+
+    def test_rewritten_text_request_replaces(self):
+        m = self.rmount()
+        self.assertEqual(write_request(self.control(m, "requests", "r"), b"a/one.txt\n"), 0)
+        self.assertEqual(self.wait_state(m, "r")["state"], "done")
+        self.assertEqual(write_request(self.control(m, "requests", "r"), b"big.bin\n"), 0)
+        self.assertEqual(self.wait_state(m, "r")["state"], "done")
+        with zipfile.ZipFile(self.control(m, "archives", "r.zip")) as z:
+            self.assertEqual(z.namelist()[0], "big.bin")
+
+
+def make_files():
+    rnd = os.urandom
+    return {
+        "a/one.txt": b"one\n",
+        "a/b/c.txt": b"c" * 1000,
+        "a/b/d/deep.txt": rnd(70000),
+        "big.bin": rnd(3 << 20),
+        "other/x.txt": b"x\n",
+    }
+
+
+class LocalRequestTest(RequestChecks, harness.MountTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.files = make_files()
+        cls.src = tempfile.mkdtemp(prefix="zfs-req-src-")
+        for rel, data in cls.files.items():
+            path = os.path.join(cls.src, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.src, ignore_errors=True)
+
+    def rmount(self, options=()):
+        cache = self.tempdir()
+        return self.mount(self.src, ["cache_dir=" + cache] + list(options))
+
+
+class GcsRequestTest(RequestChecks, GcsTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.files = make_files()
+        for rel, data in cls.files.items():
+            cls.emu.upload("reqs", rel, data)
+
+    def rmount(self, options=()):
+        cache = self.tempdir()
+        return self.mount("gs://reqs", ["auth=none", "cache_dir=" + cache] + list(options))
+
+
+if __name__ == "__main__":
+    harness.main()
