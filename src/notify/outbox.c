@@ -409,7 +409,7 @@ static int scan_pending(struct outbox *o)
         }
         e->id = id;
         e->sinks = sinks;
-        snprintf(e->name, sizeof(e->name), "%s", de->d_name);
+        memcpy(e->name, de->d_name, strlen(de->d_name) + 1); /* parse_name bounded it */
         found[n++] = e;
     }
     if (n > 0)
