@@ -255,7 +255,8 @@ static void receiver_script(struct receiver *r, const struct step *steps, size_t
 {
     assert_true(n <= MAX_SCRIPT);
     pthread_mutex_lock(&r->lock);
-    memcpy(r->script, steps, n * sizeof(*steps));
+    if (n > 0)
+        memcpy(r->script, steps, n * sizeof(*steps));
     r->nscript = n;
     r->next = 0;
     r->fallback = fallback;
