@@ -16,7 +16,8 @@ struct cli {
     char *source;
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     char *region, *credentials_file, *profile;
-    char *email_domain;
+    char *email_domain, *notify_url, *notify_dir;
+    double notify_retry_max;
     unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
@@ -64,6 +65,9 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("max_request_mb=%u", max_request_mb),
     CLI_OPT("max_request_paths=%u", max_request_paths),
     CLI_OPT("email_domain=%s", email_domain),
+    CLI_OPT("notify_url=%s", notify_url),
+    CLI_OPT("notify_dir=%s", notify_dir),
+    CLI_OPT("notify_retry_max=%lf", notify_retry_max),
     /* read by us (init must repeat it to the kernel) and by libfuse */
     CLI_OPT("max_read=%u", max_read),
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
@@ -127,6 +131,9 @@ static void usage(const char *prog)
            "                           by readers\n"
            "    max_request_mb=N       the largest request accepted, in MiB (64)\n"
            "    max_request_paths=N    the most paths in one request (100000)\n"
+           "    notify_url=URL         POST a UserNotificationMessage here per requester\n"
+           "    notify_dir=DIR         write each notification as a file here\n"
+           "    notify_retry_max=SECONDS  the longest wait between delivery attempts (60)\n"
            "    email_domain=DOMAIN    text requests: notify LOGIN@DOMAIN unless the user\n"
            "                           wrote an address in ~/.config/zipperfs/email\n"
            "    debug_log              log every request\n"
@@ -218,6 +225,7 @@ int main(int argc, char *argv[])
     cli.max_read = 0;
     cli.crc_cache_entries = cfg.crc_cache_entries;
     cli.max_jobs = cfg.max_jobs;
+    cli.notify_retry_max = cfg.notify_retry_max_s;
     cli.max_request_mb = (unsigned)(cfg.max_request_bytes >> 20);
     cli.max_request_paths = (unsigned)cfg.max_request_paths;
 
@@ -243,7 +251,8 @@ int main(int argc, char *argv[])
     if (cli.list_page_size == 0 || cli.list_page_size > 5000 || cli.stat_ttl < 0 ||
         cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
         cli.read_window_mb == 0 || cli.read_window_mb > 256 || cli.max_jobs > 64 ||
-        cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0) {
+        cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0 ||
+        cli.notify_retry_max < 0.1) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
         goto out;
     }
@@ -282,6 +291,9 @@ int main(int argc, char *argv[])
     cfg.max_request_bytes = (size_t)cli.max_request_mb << 20;
     cfg.max_request_paths = cli.max_request_paths;
     cfg.email_domain = cli.email_domain;
+    cfg.notify_url = cli.notify_url;
+    cfg.notify_dir = cli.notify_dir;
+    cfg.notify_retry_max_s = cli.notify_retry_max;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
@@ -322,5 +334,7 @@ out:
     free(cli.control_name);
     free(cli.cache_dir);
     free(cli.email_domain);
+    free(cli.notify_url);
+    free(cli.notify_dir);
     return ret;
 }

@@ -34,6 +34,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->control_name = ".zipperfs";
     cfg->crc_cache_entries = 1000000;
     cfg->max_jobs = 2;
+    cfg->notify_retry_max_s = 60;
     struct request_limits lim = REQUEST_LIMITS_DEFAULT;
     cfg->max_request_bytes = lim.max_request_bytes;
     cfg->max_request_paths = lim.max_members;
@@ -260,6 +261,15 @@ static int make_s3_store(struct zfs *z, const struct zfs_config *cfg)
     return rc;
 }
 
+/* The requests' notify callback: into the durable outbox. */
+static int zfs_notify(void *arg, const char *label, const uint8_t *msg, size_t len)
+{
+    struct zfs *z = arg;
+    if (!z->outbox)
+        return -EIO; /* logged when the outbox could not be opened */
+    return outbox_enqueue(z->outbox, label, msg, len);
+}
+
 int zfs_new(const struct zfs_config *cfg, struct zfs **out)
 {
     char err[512];
@@ -383,6 +393,8 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         goto fail;
     struct request_set_config rc_cfg = {
         .archives = z->archives,
+        .notify = (cfg->notify_url || cfg->notify_dir) ? zfs_notify : NULL,
+        .notify_arg = z,
         .max_jobs = cfg->max_jobs,
         .limits = REQUEST_LIMITS_DEFAULT,
     };
@@ -402,6 +414,7 @@ void zfs_free(struct zfs *z)
     if (!z)
         return;
     request_set_free(z->requests);
+    outbox_free(z->outbox);
     archive_set_free(z->archives);
     crc_cache_close(z->crcs);
     free(z->source_id);
@@ -418,6 +431,27 @@ void zfs_free(struct zfs *z)
 
 int zfs_start(struct zfs *z)
 {
+    const struct zfs_config *cfg = &z->cfg;
+    if (cfg->notify_url || cfg->notify_dir) {
+        char *dir = NULL;
+        int rc = -ENOENT;
+        if (z->cache_dir && asprintf(&dir, "%s/outbox", z->cache_dir) < 0)
+            dir = NULL;
+        struct outbox_config oc = {
+            .dir = dir,
+            .notify_url = cfg->notify_url,
+            .notify_dir = cfg->notify_dir,
+            .http = z->http,
+            .auth = z->auth,
+            .backoff_max_ms = (int64_t)(cfg->notify_retry_max_s * 1000),
+        };
+        if (dir)
+            rc = outbox_new(&oc, &z->outbox);
+        if (rc < 0)
+            log_error("the notification outbox in %s cannot be used (%s): nobody will be "
+                      "notified", dir ? dir : "(no cache directory)", strerror(-rc));
+        free(dir);
+    }
     return request_set_start(z->requests);
 }
 
@@ -468,6 +502,20 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
     add_counter(req, "notifications_queued", rs.notifications);
     add_counter(req, "notification_errors", rs.notify_errors);
     json_object_object_add(o, "requests", req);
+    if (z->outbox) {
+        struct outbox_stats os;
+        struct json_object *ob = json_object_new_object();
+        outbox_get_stats(z->outbox, &os);
+        if (ob) {
+            add_counter(ob, "enqueued", os.enqueued);
+            add_counter(ob, "delivered", os.delivered);
+            add_counter(ob, "pending", os.pending);
+            add_counter(ob, "failed_attempts", os.failed_attempts);
+            add_counter(ob, "rejected", os.rejected);
+            add_counter(ob, "corrupt", os.corrupt);
+            json_object_object_add(o, "notifications", ob);
+        }
+    }
 
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
                                                              JSON_C_TO_STRING_SPACED);

@@ -12,6 +12,7 @@
 #include "http/auth.h"
 #include "http/http.h"
 #include "meta/meta.h"
+#include "notify/outbox.h"
 #include "read/reader.h"
 #include "store/store.h"
 #include "zip/crc_cache.h"
@@ -63,6 +64,7 @@ struct zfs_config {
     const char *email_domain;  /* text requests: login@email_domain when the user set no email */
     const char *notify_url;    /* POST notifications here */
     const char *notify_dir;    /* write notifications here */
+    double notify_retry_max_s; /* the longest wait between delivery attempts */
     const char *output_bucket; /* upload materialized request archives here */
 };
 
@@ -83,6 +85,7 @@ struct zfs {
     char *source_id;        /* names the source in the CRC cache */
     char *cache_dir;        /* resolved; NULL if none could be named */
     struct request_set *requests;
+    struct outbox *outbox;  /* NULL without a notification sink */
 };
 
 /* Builds the instance: parses the source, resolves endpoint and auth,

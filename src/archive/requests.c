@@ -28,9 +28,16 @@ enum entry_state {
 static const char *const state_names[] = {"queued", "materializing", "uploading", "done",
                                           "failed"};
 
+enum notice {
+    NOTICE_NONE,    /* not notified yet */
+    NOTICE_SENDING, /* being handed to the outbox */
+    NOTICE_QUEUED,  /* durable in the outbox: notified */
+    NOTICE_FAILED,  /* the outbox refused it (logged, in the status) */
+};
+
 struct entry_requester {
     struct requester who;
-    bool notified;
+    enum notice notice;
 };
 
 /* One request. Fields below `lock` are guarded by rs->lock. */
@@ -122,13 +129,17 @@ static void notify_pending(struct entry *e)
         return; /* no sink configured */
     for (;;) {
         struct requester who = {0};
+        size_t k = 0;
         bool found = false;
         pthread_mutex_lock(&rs->lock);
         for (size_t i = 0; i < e->nrequesters && !found; i++) {
-            if (e->requesters[i].notified)
+            if (e->requesters[i].notice != NOTICE_NONE)
                 continue;
-            e->requesters[i].notified = true;
-            who = e->requesters[i].who; /* borrowed: entries keep requesters */
+            e->requesters[i].notice = NOTICE_SENDING;
+            /* borrowed: requesters are never removed, and the array only
+             * grows under the lock, so copy the pointers, not the slot */
+            who = e->requesters[i].who;
+            k = i;
             found = true;
         }
         pthread_mutex_unlock(&rs->lock);
@@ -142,6 +153,7 @@ static void notify_pending(struct entry *e)
             rc = rs->cfg.notify(rs->cfg.notify_arg, e->name, msg, len);
         free(msg);
         pthread_mutex_lock(&rs->lock);
+        e->requesters[k].notice = rc == 0 ? NOTICE_QUEUED : NOTICE_FAILED;
         if (rc == 0) {
             rs->stats.notifications++;
         } else {
@@ -154,7 +166,8 @@ static void notify_pending(struct entry *e)
             log_error("request %s: notification for %s not queued: %s", e->name, who.email,
                       strerror(-rc));
         else
-            log_info("request %s: notification for %s queued", e->name, who.email);
+            log_info("request %s: notification for %s <%s> queued", e->name, who.name,
+                     who.email);
     }
 }
 
@@ -392,7 +405,7 @@ static int add_requester(struct entry *e, const struct requester *who)
     e->requesters = r;
     if (copy_requester(who, &r[e->nrequesters].who) < 0)
         return -ENOMEM;
-    r[e->nrequesters].notified = false;
+    r[e->nrequesters].notice = NOTICE_NONE;
     e->nrequesters++;
     return 1;
 }
@@ -593,7 +606,7 @@ int request_status_json(struct request_set *rs, const char *name, char **out, si
     json_object_object_add(o, "error", e->error[0] ? json_object_new_string(e->error) : NULL);
     size_t notified = 0;
     for (size_t i = 0; i < e->nrequesters; i++)
-        notified += e->requesters[i].notified;
+        notified += e->requesters[i].notice == NOTICE_QUEUED;
     json_object_object_add(o, "requesters", json_object_new_int64((int64_t)e->nrequesters));
     json_object_object_add(o, "notified", json_object_new_int64((int64_t)notified));
     if (laid_out) {
