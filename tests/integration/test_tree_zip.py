@@ -128,7 +128,7 @@ class TreeZipChecks:
         # present by path
         self.assertTrue(os.path.isdir(m.path(CONTROL)))
         self.assertEqual(self.run_ok(["ls", m.path(CONTROL)]).split("\n")[:-1],
-                         ["tree", "tree.zip"])
+                         ["archives", "requests", "stats", "tree", "tree.zip"])
         top = sorted(d for d in os.listdir(self.ref) if os.path.isdir(os.path.join(self.ref, d)))
         self.assertEqual(sorted(self.run_ok(["ls", "-1", m.path(CONTROL, "tree")],
                                             env=UTF8_ENV).splitlines()),

@@ -13,30 +13,31 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A test cannot go on without its temporary file: stop the run loudly. */
+__attribute__((noreturn)) static inline void tu_die(const char *what)
+{
+    perror(what);
+    abort();
+}
+
 /* Writes len bytes to a new temporary file; returns its malloc'd path (the
- * caller unlinks and frees it) or NULL. */
-static inline char *tu_write_temp(const void *data, size_t len)
+ * caller unlinks and frees it). Aborts the test program if it cannot. */
+__attribute__((returns_nonnull)) static inline char *tu_write_temp(const void *data, size_t len)
 {
     const char *dir = getenv("TMPDIR");
     char *path = NULL;
     if (!dir || !*dir)
         dir = "/tmp";
     if (asprintf(&path, "%s/zipperfs-test-XXXXXX", dir) < 0)
-        return NULL;
+        tu_die("asprintf");
     int fd = mkstemp(path);
-    if (fd < 0) {
-        free(path);
-        return NULL;
-    }
+    if (fd < 0)
+        tu_die(path);
     const uint8_t *p = data;
     while (len > 0) {
         ssize_t n = write(fd, p, len);
-        if (n <= 0) {
-            close(fd);
-            unlink(path);
-            free(path);
-            return NULL;
-        }
+        if (n <= 0)
+            tu_die(path);
         p += n;
         len -= (size_t)n;
     }
