@@ -297,6 +297,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
     int64_t start = clock_now_ms();
     int attempts = 0;
     bool auth_refreshed = false;
+    bool retryable = false;
     int rc = -EIO;
     CURL *h = pool_take(c);
     if (!h) {
@@ -312,6 +313,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
         int curl_code;
 
         attempts++;
+        retryable = false;
         a.status = 0;
         a.status_known = false;
         a.skip = 0;
@@ -420,7 +422,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
         /* a body already handed out cannot be taken back unless the request
          * is ranged and the next attempt starts where this one stopped */
         bool resumable = req->has_range || !req->on_data || a.delivered == 0;
-        if (!errmap_is_retryable(curl_code, a.status) || !resumable) {
+        retryable = errmap_is_retryable(curl_code, a.status);
+        if (!retryable || !resumable) {
             rc = errmap_from_http(curl_code, a.status);
             if (rc == 0)
                 rc = -EIO; /* 1xx/3xx left over: not something we handle */
@@ -454,6 +457,7 @@ out:
         resp->status = a.status;
         resp->attempts = attempts;
         resp->bytes = a.delivered;
+        resp->retryable = rc < 0 && retryable;
     }
     dynbuf_free(&a.error_body);
     return rc;

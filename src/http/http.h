@@ -75,6 +75,9 @@ struct http_response {
     long status;   /* of the final attempt, 0 if none completed */
     int attempts;
     uint64_t bytes; /* body bytes delivered */
+    /* the final attempt failed in a way another may not (a reset, a
+     * timeout, 408, 429, 5xx), whatever status its headers carried */
+    bool retryable;
 };
 
 /* The retry policy of the client: what callers that retry by themselves

@@ -565,14 +565,6 @@ out:
     return rc;
 }
 
-static bool upload_retryable(const struct http_response *resp, int rc)
-{
-    if (rc == -ENOMEM || rc == -EPROTO)
-        return false;
-    long st = resp->status;
-    return st == 0 || st == 408 || st == 429 || st >= 500;
-}
-
 /* Progress of one resumable upload and its retry budget, which starts
  * afresh whenever bytes move forward. */
 struct upload_progress {
@@ -645,7 +637,7 @@ static int gcs_upload_resumable(struct store_gcs *g, const char *name, const cha
         bool waited = false;
         rc = gcs_upload_put(g, name, session, size, persisted, buf, len, &now_persisted, &done,
                             &resp);
-        if (rc < 0 && upload_retryable(&resp, rc)) {
+        if (rc < 0 && resp.retryable) {
             /* whether the chunk, or part of it, arrived: ask the session */
             if ((rc = upload_backoff(&p, name, persisted)) < 0)
                 goto out;
