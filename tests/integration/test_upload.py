@@ -34,6 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import gcs_common
 import harness
+import s3_common
 
 CHUNK = 8 << 20  # the GCS backend's default chunk (and multipart limit)
 QUANTUM = 256 << 10
@@ -442,6 +443,78 @@ class TestGcsUploadFaults(UploadTestCase):
                            options=["retries=3", "retry_deadline=20"], expect_ok=False)
         self.assertIn("gave up", r.stderr)
         self.assert_absent("outb", "never.zip")
+
+
+class TestS3Upload(harness.MountTestCase):
+    """PUT up to 8 MiB, multipart above, against s3rver behind scripts/s3-server.js
+    (which checks every SigV4 signature)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.s3 = s3_common.S3Server()
+        try:
+            cls.s3.create_bucket("outb")
+        except BaseException:
+            cls.s3.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s3.stop()
+
+    def storetool(self, *args, expect_ok=True, secret=s3_common.SECRET_KEY):
+        env = {k: v for k, v in os.environ.items() if k not in s3_common.AWS_ENV}
+        env.update(AWS_ACCESS_KEY_ID=s3_common.ACCESS_KEY, AWS_SECRET_ACCESS_KEY=secret,
+                   HOME=self.tempdir())
+        argv = [storetool_bin(), "-o", "endpoint=" + self.s3.endpoint] + [str(a) for a in args]
+        r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+        for mark in harness.SANITIZER_MARKS:
+            if mark in r.stderr:
+                self.fail("sanitizer report from storetool:\n" + r.stderr[-4000:])
+        self.assertEqual(r.returncode == 0, expect_ok, r.stderr)
+        return r
+
+    def get(self, key):
+        with urllib.request.urlopen("%s/outb/%s" % (self.s3.endpoint, key), timeout=60) as r:
+            return r.read()
+
+    def test_put_and_multipart(self):
+        src = self.tempdir()
+        for size, key in ((3 * 1000 * 1000, "small.zip"), (20 << 20, "d/large.zip")):
+            path = os.path.join(src, "data")
+            data = os.urandom(size)
+            with open(path, "wb") as f:
+                f.write(data)
+            self.s3.reset_log()
+            self.storetool("upload", "s3://outb/out", key, path)
+            self.assertEqual(self.get("out/" + key), data)
+            self.assertIn("size=%d " % size, self.storetool("stat", "s3://outb/out", key).stdout)
+            calls = [(e["method"], e["path"].split("?", 1)[-1]) for e in self.s3.log()
+                     if e["path"].startswith("/outb/out/" + key)]
+            if size <= CHUNK:
+                self.assertEqual(calls[0], ("PUT", "/outb/out/" + key))
+            else:
+                self.assertEqual([m for m, _ in calls[:5]], ["POST", "PUT", "PUT", "PUT", "POST"])
+                self.assertEqual(calls[0][1], "uploads=")
+                self.assertTrue(calls[3][1].startswith("partNumber=3&uploadId="))
+
+    def test_failures(self):
+        path = os.path.join(self.tempdir(), "data")
+        with open(path, "wb") as f:
+            f.write(os.urandom(20 << 20))
+        self.s3.reset_log()
+        # a source failing in the second part: the upload is aborted
+        r = self.storetool("upload", "s3://outb", "failed.zip", path, "--fail-at", 10 << 20,
+                           expect_ok=False)
+        self.assertIn("Input/output error", r.stderr)
+        self.assertIn("DELETE", [e["method"] for e in self.s3.log()])
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            self.get("failed.zip")
+        self.assertEqual(cm.exception.code, 404)
+        # a wrong secret is refused, and says so
+        r = self.storetool("upload", "s3://outb", "denied.zip", path, secret="wrong",
+                           expect_ok=False)
+        self.assertIn("Permission denied", r.stderr)
 
 
 class TestLocalUpload(harness.MountTestCase):
