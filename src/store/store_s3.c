@@ -1,6 +1,7 @@
 /* S3 (and S3-compatible) backend: ListObjectsV2, HEAD and ranged GET,
- * uploads (PUT, or multipart above 8 MiB), path-style URLs (ENDPOINT/BUCKET/KEY), signed with libcurl's own AWS
- * Signature Version 4 or sent anonymously. An object's generation is a
+ * uploads (PUT, or multipart above 8 MiB), path-style URLs
+ * (ENDPOINT/BUCKET/KEY), signed with libcurl's own AWS Signature Version 4
+ * or sent anonymously. An object's generation is a
  * digest of its ETag; reads send If-Match with that ETag and check the
  * ETag of every response, so a changed object fails with -ESTALE and is
  * never served mixed. */
