@@ -87,6 +87,11 @@ void http_client_free(struct http_client *c)
     free(c);
 }
 
+void http_client_retry_policy(const struct http_client *c, struct retry_policy *out)
+{
+    *out = c->cfg.retry;
+}
+
 static CURL *pool_take(struct http_client *c)
 {
     CURL *h = NULL;
@@ -132,6 +137,7 @@ struct attempt {
     int64_t stall_ms;       /* no byte for this long (outside the sink) is a stall */
     int64_t last_progress;  /* monotonic ms of the last byte or sink return */
     curl_off_t last_dlnow;
+    curl_off_t last_ulnow;
     bool stalled;           /* aborted by the stall check */
     bool complete;          /* a 200 to a ranged GET has given all of the range */
     bool bad_range;         /* a 206 for another range than asked */
@@ -208,7 +214,6 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
 {
     (void)dltotal;
     (void)ultotal;
-    (void)ulnow;
     struct attempt *a = arg;
     int64_t now = clock_now_ms();
     /* a stream's sink is asked now and then whether it still wants the
@@ -221,8 +226,10 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
             return 1;
         }
     }
-    if (dlnow != a->last_dlnow) {
+    /* bytes moving either way, a request body's included, are progress */
+    if (dlnow != a->last_dlnow || ulnow != a->last_ulnow) {
         a->last_dlnow = dlnow;
+        a->last_ulnow = ulnow;
         a->last_progress = now;
         return 0;
     }
@@ -290,6 +297,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
     int64_t start = clock_now_ms();
     int attempts = 0;
     bool auth_refreshed = false;
+    bool retryable = false;
     int rc = -EIO;
     CURL *h = pool_take(c);
     if (!h) {
@@ -305,6 +313,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
         int curl_code;
 
         attempts++;
+        retryable = false;
         a.status = 0;
         a.status_known = false;
         a.skip = 0;
@@ -314,6 +323,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
         a.bad_range = false;
         a.first_byte = req->has_range ? req->range_start + (req->on_data ? a.delivered : 0) : 0;
         a.last_dlnow = 0;
+        a.last_ulnow = 0;
         a.last_progress = clock_now_ms();
         uint64_t delivered_before = a.delivered;
         dynbuf_reset(&a.error_body);
@@ -396,7 +406,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
             rc = a.sink_error;
             goto out;
         }
-        if (curl_code == CURLE_OK && a.status >= 200 && a.status < 300) {
+        if (curl_code == CURLE_OK && ((a.status >= 200 && a.status < 300) ||
+                                      (req->accept_status && a.status == req->accept_status))) {
             rc = 0;
             goto out;
         }
@@ -411,7 +422,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
         /* a body already handed out cannot be taken back unless the request
          * is ranged and the next attempt starts where this one stopped */
         bool resumable = req->has_range || !req->on_data || a.delivered == 0;
-        if (!errmap_is_retryable(curl_code, a.status) || !resumable) {
+        retryable = errmap_is_retryable(curl_code, a.status);
+        if (!retryable || !resumable) {
             rc = errmap_from_http(curl_code, a.status);
             if (rc == 0)
                 rc = -EIO; /* 1xx/3xx left over: not something we handle */
@@ -445,6 +457,7 @@ out:
         resp->status = a.status;
         resp->attempts = attempts;
         resp->bytes = a.delivered;
+        resp->retryable = rc < 0 && retryable;
     }
     dynbuf_free(&a.error_body);
     return rc;

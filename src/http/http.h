@@ -57,6 +57,10 @@ struct http_request {
      * every header of `headers`, so callers write them canonical. */
     const char *aws_sigv4;
     const char *userpwd;
+    /* A status outside 2xx that is an answer, not a failure: with it the
+     * call returns 0 (its body is not delivered). A GCS resumable upload's
+     * 308 "Resume Incomplete" is one (no redirect is ever followed). */
+    long accept_status;
     bool no_retry;              /* one attempt only */
     int64_t deadline_ms;        /* overrides the policy's deadline when > 0 */
     /* A long download whose sink may block (a reader's stream): no cap on
@@ -71,9 +75,16 @@ struct http_response {
     long status;   /* of the final attempt, 0 if none completed */
     int attempts;
     uint64_t bytes; /* body bytes delivered */
+    /* the final attempt failed in a way another may not (a reset, a
+     * timeout, 408, 429, 5xx), whatever status its headers carried */
+    bool retryable;
 };
 
-/* Performs the request. Returns 0 on a 2xx status, else a negative errno:
+/* The retry policy of the client: what callers that retry by themselves
+ * (a resumable upload's chunks) use. */
+void http_client_retry_policy(const struct http_client *c, struct retry_policy *out);
+
+/* Performs the request. Returns 0 on a 2xx status (or accept_status), else a negative errno:
  * the mapping of the final status, -EIO when the retry budget ran out on
  * retryable failures, -ETIMEDOUT when the deadline did. resp may be NULL. */
 int http_perform(struct http_client *c, const struct http_request *req,

@@ -5,6 +5,7 @@
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/log.h"
 
@@ -314,4 +315,50 @@ int gcs_json_parse_object(const char *json, size_t len, struct store_attr *out)
         rc = parse_attr(root, out);
     json_object_put(root);
     return rc;
+}
+
+int gcs_format_rfc3339(int64_t sec, char *out, size_t size)
+{
+    struct tm tm;
+    time_t t = (time_t)sec;
+    if ((int64_t)t != sec || !gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
+        return -EINVAL;
+    if (strftime(out, size, "%Y-%m-%dT%H:%M:%S.000Z", &tm) == 0)
+        return -EINVAL;
+    return 0;
+}
+
+static int add_string(json_object *obj, const char *key, const char *value)
+{
+    json_object *v = json_object_new_string(value);
+    if (!v)
+        return -ENOMEM;
+    if (json_object_object_add(obj, key, v) < 0) {
+        json_object_put(v);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+char *gcs_json_upload_metadata(const char *name, const char *content_type,
+                               int64_t custom_time_sec)
+{
+    char when[32];
+    char *out = NULL;
+    json_object *root = json_object_new_object();
+    if (!root)
+        return NULL;
+    /* json-c escapes the strings: a name may hold quotes or control bytes */
+    if (add_string(root, "name", name) < 0 || add_string(root, "contentType", content_type) < 0)
+        goto out;
+    if (custom_time_sec != 0 && (gcs_format_rfc3339(custom_time_sec, when, sizeof(when)) < 0 ||
+                                 add_string(root, "customTime", when) < 0))
+        goto out;
+    const char *text = json_object_to_json_string_ext(
+        root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (text)
+        out = strdup(text);
+out:
+    json_object_put(root);
+    return out;
 }

@@ -4,6 +4,7 @@
 #define ZIPPERFS_GCS_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "store/store.h"
 
@@ -24,5 +25,14 @@ int gcs_json_parse_object(const char *json, size_t len, struct store_attr *out);
 /* RFC 3339 timestamp as GCS writes it ("2024-05-01T12:34:56.789Z", offsets
  * allowed). Returns 0 or -EINVAL. */
 int gcs_parse_rfc3339(const char *s, int64_t *sec, int32_t *nsec);
+
+/* sec as GCS writes times, "2026-11-24T10:00:00.000Z" (UTC); out holds at
+ * least 32 bytes. Returns 0 or -EINVAL (a year outside 0..9999). */
+int gcs_format_rfc3339(int64_t sec, char *out, size_t size);
+
+/* The object resource of an upload: {"name", "contentType", "customTime"
+ * when custom_time_sec is not 0}, as a malloc'd JSON string, or NULL. */
+char *gcs_json_upload_metadata(const char *name, const char *content_type,
+                               int64_t custom_time_sec);
 
 #endif

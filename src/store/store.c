@@ -1,8 +1,11 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/log.h"
 
 int store_listing_add(struct store_listing *l, const char *name, size_t len, bool is_dir,
                       const struct store_attr *attr)
@@ -47,5 +50,22 @@ int store_buffer_sink_data(void *arg, const char *data, size_t len)
         return 0; /* also the transfer asking whether to go on */
     memcpy(b->buf + b->got, data, len);
     b->got += len;
+    return 0;
+}
+
+int store_fill_exact(store_fill_fn fill, void *arg, uint64_t off, char *buf, size_t len)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = fill(arg, off + done, buf + done, len - done);
+        if (n < 0)
+            return (int)n;
+        if (n == 0 || (size_t)n > len - done) {
+            log_error("upload source: %s at byte %" PRIu64,
+                      n == 0 ? "ended early" : "returned more than asked", off + done);
+            return -EIO;
+        }
+        done += (size_t)n;
+    }
     return 0;
 }

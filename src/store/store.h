@@ -1,10 +1,12 @@
 /* Backends behind one small interface: list a directory level, stat an
- * object, check a prefix, read a byte range. Keys are relative to the
+ * object, check a prefix, read a byte range, and (for an output bucket)
+ * upload an object. Keys are relative to the
  * mount's source (bucket prefix or local root), "/"-separated, without a
  * leading "/"; "" is the root. Implementations are thread-safe. */
 #ifndef ZIPPERFS_STORE_H
 #define ZIPPERFS_STORE_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +54,17 @@ struct store_buffer_sink {
 };
 int store_buffer_sink_data(void *arg, const char *data, size_t len);
 
+/* Produces the bytes of an object being uploaded: fills buf with up to len
+ * (> 0) bytes starting at offset off, and returns how many (> 0), or
+ * -errno to abort the upload. Offsets are asked in increasing order, but a
+ * range may be asked again after a failed attempt. May block. */
+typedef ssize_t (*store_fill_fn)(void *arg, uint64_t off, char *buf, size_t len);
+
+struct store_upload_opts {
+    int64_t custom_time_sec;  /* GCS customTime (seconds since the epoch); 0: none */
+    const char *content_type; /* NULL: application/octet-stream */
+};
+
 struct store_ops {
     const char *name; /* "gcs", "s3", "local" */
     /* Every child of directory dir ("" or "a/b"), all pages. */
@@ -71,6 +84,14 @@ struct store_ops {
      * Optional (NULL): readers then use read() alone. */
     int (*stream)(struct store *s, const char *key, int64_t generation, uint64_t off,
                   uint64_t len, store_sink_fn sink, void *arg);
+    /* Creates or replaces the object key with exactly size bytes, pulled
+     * from fill in order. Nothing is visible under key until every byte
+     * is in (a failed upload leaves the old object, or none). Memory stays
+     * bounded by one chunk whatever size is. Returns 0 or -errno: -EIO
+     * when fill ends early, -EPROTO when the server stored another size.
+     * opts may be NULL. Optional (NULL: store_upload gives -ENOTSUP). */
+    int (*upload)(struct store *s, const char *key, uint64_t size, store_fill_fn fill,
+                  void *arg, const struct store_upload_opts *opts);
     void (*destroy)(struct store *s);
 };
 
@@ -104,13 +125,32 @@ static inline int store_stream(struct store *s, const char *key, int64_t generat
 {
     return s->ops->stream(s, key, generation, off, len, sink, arg);
 }
+static inline bool store_can_upload(const struct store *s)
+{
+    return s->ops->upload != NULL;
+}
+static inline int store_upload(struct store *s, const char *key, uint64_t size,
+                               store_fill_fn fill, void *arg,
+                               const struct store_upload_opts *opts)
+{
+    if (!s->ops->upload)
+        return -ENOTSUP;
+    return s->ops->upload(s, key, size, fill, arg, opts);
+}
 static inline void store_destroy(struct store *s)
 {
     if (s)
         s->ops->destroy(s);
 }
 
-/* Local directory backend: serves the tree under root as a bucket would be. */
+/* Fills buf with bytes [off, off+len) from fill, calling it until all are
+ * in. Returns 0, fill's -errno, or -EIO when fill returns 0 early (the
+ * source is shorter than announced). For the backends' upload(). */
+int store_fill_exact(store_fill_fn fill, void *arg, uint64_t off, char *buf, size_t len);
+
+/* Local directory backend: serves the tree under root as a bucket would be.
+ * Uploads write a temporary file beside the target, fsync it and rename it
+ * into place (missing parent directories are created). */
 int store_local_new(const char *root, struct store **out);
 
 struct http_client;
@@ -121,6 +161,10 @@ struct store_gcs_config {
     const char *bucket;
     const char *prefix;   /* "" or "a/b" (no slashes at either end) */
     int list_page_size;   /* maxResults */
+    /* Uploads: objects up to this size go in one multipart request, larger
+     * ones by the resumable protocol in chunks of this size (memory: one
+     * chunk). 0: 8 MiB; rounded down to a multiple of 256 KiB. */
+    size_t upload_chunk_size;
 };
 
 /* GCS JSON API backend. http and auth are borrowed (auth may be NULL). */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,132 @@ static int local_stream(struct store *s, const char *key, int64_t generation, ui
     return rc;
 }
 
+/* An output key must name a file inside root: no empty, "." or ".."
+ * component, no leading or trailing "/". */
+static bool local_key_valid(const char *key)
+{
+    const char *p = key;
+    if (!*p)
+        return false;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (n == 0 || (n == 1 && p[0] == '.') || (n == 2 && p[0] == '.' && p[1] == '.'))
+            return false;
+        if (!slash)
+            return true;
+        p = slash + 1;
+    }
+}
+
+/* Creates the directories above path (an absolute path under root), like
+ * mkdir -p of its dirname. */
+static int local_make_parents(struct store_local *l, char *path)
+{
+    size_t root_len = strlen(l->root);
+    for (char *p = path + root_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        int rc = mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -errno;
+        *p = '/';
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int local_fsync_parent(const char *path)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return 0;
+    *slash = '\0';
+    int fd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* Writes <key>.tmp-XXXXXX beside the target, fsyncs it and renames it over
+ * the target: a reader sees the old file or the whole new one, and a crash
+ * leaves at worst a temporary file, never a short archive under its name. */
+static int local_upload(struct store *s, const char *key, uint64_t size, store_fill_fn fill,
+                        void *arg, const struct store_upload_opts *opts)
+{
+    (void)opts; /* a file has no customTime; its mtime is the upload's time */
+    struct store_local *l = to_local(s);
+    const size_t chunk = 1u << 20;
+    char path[PATH_MAX], tmp[PATH_MAX];
+    char *buf = NULL;
+    bool created = false; /* tmp exists and is ours to remove */
+    int fd = -1;
+    int rc;
+
+    if (!local_key_valid(key))
+        return -EINVAL;
+    if ((rc = local_path(l, key, path, sizeof(path))) < 0)
+        return rc;
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(tmp))
+        return -ENAMETOOLONG;
+    if ((rc = local_make_parents(l, tmp)) < 0)
+        goto out;
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    created = true;
+    if (!(buf = malloc(chunk))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint64_t off = 0; off < size;) {
+        size_t want = size - off < chunk ? (size_t)(size - off) : chunk;
+        if ((rc = store_fill_exact(fill, arg, off, buf, want)) < 0)
+            goto out;
+        for (size_t done = 0; done < want;) {
+            ssize_t n = pwrite(fd, buf + done, want - done, (off_t)(off + done));
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0) {
+                rc = -errno;
+                goto out;
+            }
+            done += (size_t)n;
+        }
+        off += want;
+    }
+    /* mkostemp makes the file 0600; an output directory is shared */
+    if (fchmod(fd, 0644) != 0 || fsync(fd) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    if (close(fd) != 0) {
+        fd = -1;
+        rc = -errno;
+        goto out;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    created = false;
+    rc = local_fsync_parent(path);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (created)
+        unlink(tmp);
+    if (rc < 0)
+        log_error("upload of %s to %s: %s", key, l->root, strerror(-rc));
+    free(buf);
+    return rc;
+}
+
 static void local_destroy(struct store *s)
 {
     struct store_local *l = to_local(s);
@@ -201,6 +328,7 @@ static const struct store_ops local_ops = {
     .prefix_exists = local_prefix_exists,
     .read = local_read,
     .stream = local_stream,
+    .upload = local_upload,
     .destroy = local_destroy,
 };
 

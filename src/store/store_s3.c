@@ -1,10 +1,13 @@
 /* S3 (and S3-compatible) backend: ListObjectsV2, HEAD and ranged GET,
- * path-style URLs (ENDPOINT/BUCKET/KEY), signed with libcurl's own AWS
- * Signature Version 4 or sent anonymously. An object's generation is a
+ * uploads (PUT, or multipart above 8 MiB), path-style URLs
+ * (ENDPOINT/BUCKET/KEY), signed with libcurl's own AWS Signature Version 4
+ * or sent anonymously. An object's generation is a
  * digest of its ETag; reads send If-Match with that ETag and check the
  * ETag of every response, so a changed object fails with -ESTALE and is
  * never served mixed. */
 #include <errno.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +26,12 @@
 /* generation -> ETag, for If-Match: a direct-mapped table whose misses
  * only cost the precondition (the response's ETag is checked anyway) */
 #define S3_ETAG_SLOTS 16384u
-/* SHA-256 of an empty payload: every request here has an empty body */
+/* SHA-256 of an empty payload: the body of every request but uploads' */
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+/* Uploads: one PUT up to a part, multipart above; parts of 8 MiB, larger
+ * when an object would need more than S3's 10000 parts. */
+#define S3_PART_MIN ((size_t)8 << 20)
+#define S3_PARTS_MAX 10000u
 
 struct etag_slot {
     int64_t generation;
@@ -123,8 +130,10 @@ static bool recall_etag(struct store_s3 *s, int64_t generation, char out[S3_ETAG
 
 /* Header lines of one request: signing, and If-Match when etag is set. */
 struct s3_headers {
-    const char *lines[4];
+    const char *lines[6];
     char if_match[S3_ETAG_MAX + 16];
+    char payload_sha[96];   /* uploads: x-amz-content-sha256 of their body */
+    char content_type[256];
 };
 
 static void prepare(struct store_s3 *s, struct http_request *req, struct s3_headers *h,
@@ -146,6 +155,41 @@ static void prepare(struct store_s3 *s, struct http_request *req, struct s3_head
     }
     h->lines[n] = NULL;
     req->headers = n ? h->lines : NULL;
+}
+
+/* For a request with a body (uploads): the headers of prepare(), with the
+ * body's own SHA-256 signed, and Content-Type when given. */
+static int prepare_body(struct store_s3 *s, struct http_request *req, struct s3_headers *h,
+                        const char *content_type)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    size_t n = 0;
+    if (s->sigv4) {
+        if (EVP_Digest(req->body ? req->body : "", req->body_len, md, &mdlen, EVP_sha256(),
+                       NULL) != 1 || mdlen != sizeof(md))
+            return -ENOMEM;
+        char *p = h->payload_sha + sprintf(h->payload_sha, "x-amz-content-sha256: ");
+        for (size_t i = 0; i < sizeof(md); i++) {
+            *p++ = hex[md[i] >> 4];
+            *p++ = hex[md[i] & 15];
+        }
+        *p = '\0';
+        req->aws_sigv4 = s->sigv4;
+        req->userpwd = s->userpwd;
+        h->lines[n++] = h->payload_sha;
+        if (s->token_header)
+            h->lines[n++] = s->token_header;
+    }
+    if (content_type) {
+        snprintf(h->content_type, sizeof(h->content_type), "Content-Type: %s", content_type);
+        h->lines[n++] = h->content_type;
+    }
+    h->lines[n++] = "Expect:"; /* no 100-continue round trip */
+    h->lines[n] = NULL;
+    req->headers = h->lines;
+    return 0;
 }
 
 static int s3_get_xml(struct store_s3 *s, const char *url, struct dynbuf *body)
@@ -450,6 +494,219 @@ static int s3_stream(struct store *s, const char *key, int64_t generation, uint6
     return s3_media(to_s3(s), key, generation, off, len, true, sink, arg);
 }
 
+/* ---- uploads ----------------------------------------------------------- */
+
+/* The ETag of an upload's answer (a part's, or a PUT's). */
+static void upload_etag_header(void *arg, const char *line, size_t len)
+{
+    char *etag = arg;
+    size_t vlen;
+    const char *v = header_value(line, len, "etag:", &vlen);
+    if (v && s3_etag_normalize(v, vlen, etag) < 0)
+        etag[0] = '\0';
+}
+
+/* One request with a body; url is signed as written. */
+static int s3_send(struct store_s3 *s, const char *method, const char *url, const char *body,
+                   size_t len, const char *content_type, struct dynbuf *out, char *etag)
+{
+    struct s3_headers hl;
+    struct http_request req = {
+        .method = method,
+        .url = url,
+        .body = body,
+        .body_len = len,
+        .body_out = out,
+        .on_header = etag ? upload_etag_header : NULL,
+        .on_header_arg = etag,
+    };
+    int rc = prepare_body(s, &req, &hl, content_type);
+    if (rc < 0)
+        return rc;
+    return http_perform(s->http, &req, NULL);
+}
+
+/* The text of the first <tag>...</tag> of a small response, for the
+ * UploadId of CreateMultipartUpload: only characters that need no XML
+ * unescaping and no URL escaping beyond http_escape's (S3's upload ids are
+ * base64url-like). Returns a malloc'd string or NULL. */
+static char *xml_simple_text(const struct dynbuf *body, const char *tag)
+{
+    char open_tag[64], close_tag[64];
+    snprintf(open_tag, sizeof(open_tag), "<%s>", tag);
+    snprintf(close_tag, sizeof(close_tag), "</%s>", tag);
+    const char *data = dynbuf_str(body);
+    const char *start = memmem(data, body->len, open_tag, strlen(open_tag));
+    if (!start)
+        return NULL;
+    start += strlen(open_tag);
+    const char *end = memmem(start, body->len - (size_t)(start - data), close_tag,
+                             strlen(close_tag));
+    if (!end || end == start || end - start > 1024)
+        return NULL;
+    for (const char *p = start; p < end; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              strchr("-_.~+/=", *p)))
+            return NULL;
+    return strndup(start, (size_t)(end - start));
+}
+
+static int s3_upload_single(struct store_s3 *s, const char *name, const char *url, uint64_t size,
+                            store_fill_fn fill, void *arg, const char *content_type)
+{
+    char *buf = malloc(size ? (size_t)size : 1);
+    struct dynbuf out;
+    int rc;
+    if (!buf)
+        return -ENOMEM;
+    dynbuf_init(&out, S3_META_BODY_CAP);
+    if ((rc = store_fill_exact(fill, arg, 0, buf, (size_t)size)) == 0)
+        rc = s3_send(s, "PUT", url, buf, (size_t)size, content_type, &out, NULL);
+    if (rc < 0)
+        log_error("upload of %s (%" PRIu64 " bytes) failed: %s", name, size, strerror(-rc));
+    dynbuf_free(&out);
+    free(buf);
+    return rc;
+}
+
+/* CreateMultipartUpload, UploadPart for each part (memory: one part; a
+ * part is idempotent, so http_perform's retries resend it), then
+ * CompleteMultipartUpload; an upload that fails is aborted. */
+static int s3_upload_multipart(struct store_s3 *s, const char *name, const char *url,
+                               uint64_t size, store_fill_fn fill, void *arg,
+                               const char *content_type)
+{
+    size_t part = S3_PART_MIN;
+    if (size / part >= S3_PARTS_MAX) /* round up to MiB, to stay within 10000 parts */
+        part = (size_t)(((size + S3_PARTS_MAX - 1) / S3_PARTS_MAX + (1u << 20) - 1) &
+                        ~(uint64_t)((1u << 20) - 1));
+    size_t nparts = (size_t)((size + part - 1) / part);
+    char (*etags)[S3_ETAG_MAX] = calloc(nparts, sizeof(*etags));
+    char *buf = malloc(part);
+    char *upload_id = NULL, *esc_id = NULL, *part_url = NULL;
+    struct dynbuf out, xml;
+    int rc;
+
+    dynbuf_init(&out, S3_META_BODY_CAP);
+    dynbuf_init(&xml, nparts * 128 + 256);
+    if (!etags || !buf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    char *create_url;
+    if (asprintf(&create_url, "%s?uploads=", url) < 0) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = s3_send(s, "POST", create_url, NULL, 0, content_type, &out, NULL);
+    free(create_url);
+    if (rc < 0)
+        goto out;
+    if (!(upload_id = xml_simple_text(&out, "UploadId")) || !(esc_id = http_escape(upload_id))) {
+        log_error("upload of %s: no usable UploadId in CreateMultipartUpload's answer", name);
+        rc = -EPROTO;
+        goto out;
+    }
+    for (size_t i = 0; i < nparts; i++) {
+        uint64_t off = (uint64_t)i * part;
+        size_t len = size - off < part ? (size_t)(size - off) : part;
+        if ((rc = store_fill_exact(fill, arg, off, buf, len)) < 0)
+            goto abort;
+        free(part_url);
+        /* parameters in byte order of their names, as SigV4 wants them */
+        if (asprintf(&part_url, "%s?partNumber=%zu&uploadId=%s", url, i + 1, esc_id) < 0) {
+            part_url = NULL;
+            rc = -ENOMEM;
+            goto abort;
+        }
+        if ((rc = s3_send(s, "PUT", part_url, buf, len, NULL, &out, etags[i])) < 0)
+            goto abort;
+        if (!etags[i][0]) {
+            log_error("upload of %s: part %zu answered without a usable ETag", name, i + 1);
+            rc = -EPROTO;
+            goto abort;
+        }
+    }
+    free(buf);
+    buf = NULL;
+    rc = dynbuf_append(&xml, "<CompleteMultipartUpload>", 25);
+    for (size_t i = 0; i < nparts && rc == 0; i++) {
+        char item[S3_ETAG_MAX + 96];
+        int n = snprintf(item, sizeof(item),
+                         "<Part><PartNumber>%zu</PartNumber><ETag>\"%s\"</ETag></Part>", i + 1,
+                         etags[i]);
+        rc = dynbuf_append(&xml, item, (size_t)n);
+    }
+    if (rc == 0)
+        rc = dynbuf_append(&xml, "</CompleteMultipartUpload>", 26);
+    if (rc < 0)
+        goto abort;
+    free(part_url);
+    if (asprintf(&part_url, "%s?uploadId=%s", url, esc_id) < 0) {
+        part_url = NULL;
+        rc = -ENOMEM;
+        goto abort;
+    }
+    if ((rc = s3_send(s, "POST", part_url, xml.data, xml.len, "application/xml", &out, NULL)) < 0)
+        goto abort;
+    /* S3 may answer 200 and put the error in the body */
+    if (memmem(dynbuf_str(&out), out.len, "<Error>", 7)) {
+        log_error("upload of %s: CompleteMultipartUpload failed: %.200s", name, dynbuf_str(&out));
+        rc = -EIO;
+        goto abort;
+    }
+    goto out;
+abort:
+    /* best effort: the parts stored so far would cost until aborted */
+    free(part_url);
+    if (asprintf(&part_url, "%s?uploadId=%s", url, esc_id) < 0) {
+        part_url = NULL;
+    } else {
+        struct s3_headers hl;
+        struct http_request req = {.method = "DELETE", .url = part_url};
+        prepare(s, &req, &hl, NULL);
+        http_perform(s->http, &req, NULL);
+    }
+out:
+    if (rc < 0)
+        log_error("upload of %s (%" PRIu64 " bytes) failed: %s", name, size, strerror(-rc));
+    free(part_url);
+    free(esc_id);
+    free(upload_id);
+    free(buf);
+    free(etags);
+    dynbuf_free(&xml);
+    dynbuf_free(&out);
+    return rc;
+}
+
+static int s3_upload(struct store *st, const char *key, uint64_t size, store_fill_fn fill,
+                     void *arg, const struct store_upload_opts *opts)
+{
+    /* S3 has no customTime: the object's Last-Modified is the upload time */
+    struct store_s3 *s = to_s3(st);
+    const char *content_type = opts && opts->content_type ? opts->content_type
+                                                          : "application/octet-stream";
+    char *url = NULL;
+    int rc;
+
+    if (!key[0] || strpbrk(content_type, "\r\n"))
+        return -EINVAL;
+    char *name = full_name(s, key, "");
+    if (!name || !(url = object_url(s, name))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (size <= S3_PART_MIN)
+        rc = s3_upload_single(s, name, url, size, fill, arg, content_type);
+    else
+        rc = s3_upload_multipart(s, name, url, size, fill, arg, content_type);
+out:
+    free(url);
+    free(name);
+    return rc;
+}
+
 static void wipe_free(char *p)
 {
     if (p) {
@@ -483,6 +740,7 @@ static const struct store_ops s3_ops = {
     .prefix_exists = s3_prefix_exists,
     .read = s3_read,
     .stream = s3_stream,
+    .upload = s3_upload,
     .destroy = s3_destroy,
 };
 
