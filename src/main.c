@@ -16,7 +16,7 @@ struct cli {
     char *source;
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     char *region, *credentials_file, *profile;
-    char *email_domain, *notify_url, *notify_dir;
+    char *email_domain, *notify_url, *notify_dir, *output_bucket;
     double notify_retry_max;
     unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
@@ -66,6 +66,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("max_request_paths=%u", max_request_paths),
     CLI_OPT("email_domain=%s", email_domain),
     CLI_OPT("notify_url=%s", notify_url),
+    CLI_OPT("output_bucket=%s", output_bucket),
     CLI_OPT("notify_dir=%s", notify_dir),
     CLI_OPT("notify_retry_max=%lf", notify_retry_max),
     /* read by us (init must repeat it to the kernel) and by libfuse */
@@ -131,6 +132,8 @@ static void usage(const char *prog)
            "                           by readers\n"
            "    max_request_mb=N       the largest request accepted, in MiB (64)\n"
            "    max_request_paths=N    the most paths in one request (100000)\n"
+           "    output_bucket=gs://B[/P]  upload materialized request archives there (also\n"
+           "                           s3://B[/P] beside an s3:// source, or a directory)\n"
            "    notify_url=URL         POST a UserNotificationMessage here per requester\n"
            "    notify_dir=DIR         write each notification as a file here\n"
            "    notify_retry_max=SECONDS  the longest wait between delivery attempts (60)\n"
@@ -292,6 +295,7 @@ int main(int argc, char *argv[])
     cfg.max_request_paths = cli.max_request_paths;
     cfg.email_domain = cli.email_domain;
     cfg.notify_url = cli.notify_url;
+    cfg.output_bucket = cli.output_bucket;
     cfg.notify_dir = cli.notify_dir;
     cfg.notify_retry_max_s = cli.notify_retry_max;
 
@@ -335,6 +339,7 @@ out:
     free(cli.cache_dir);
     free(cli.email_domain);
     free(cli.notify_url);
+    free(cli.output_bucket);
     free(cli.notify_dir);
     return ret;
 }

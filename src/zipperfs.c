@@ -202,7 +202,10 @@ static bool valid_region(const char *r)
     return true;
 }
 
-static int make_s3_store(struct zfs *z, const struct zfs_config *cfg)
+/* An S3 store of bucket/prefix with the mount's region, endpoint and
+ * credentials (resolved on the first call, into z). */
+static int make_s3_store(struct zfs *z, const struct zfs_config *cfg, const char *bucket,
+                         const char *prefix, struct store **out)
 {
     struct s3_credentials creds;
     const char *mode = cfg->auth ? cfg->auth : "auto";
@@ -224,9 +227,11 @@ static int make_s3_store(struct zfs *z, const struct zfs_config *cfg)
         log_error("region '%s': a region holds only a-z, 0-9 and '-'", region);
         return -EINVAL;
     }
-    if (!(z->region = strdup(region)))
+    if (!z->region && !(z->region = strdup(region)))
         return -ENOMEM;
-    if (cfg->endpoint) {
+    if (z->endpoint) {
+        /* resolved by an earlier call */
+    } else if (cfg->endpoint) {
         z->endpoint = strdup(cfg->endpoint);
     } else if (asprintf(&z->endpoint, "https://s3.%s.amazonaws.com", region) < 0) {
         z->endpoint = NULL;
@@ -244,20 +249,96 @@ static int make_s3_store(struct zfs *z, const struct zfs_config *cfg)
     struct store_s3_config sc = {
         .endpoint = z->endpoint,
         .region = z->region,
-        .bucket = z->source.bucket,
-        .prefix = z->source.prefix,
+        .bucket = bucket,
+        .prefix = prefix,
         .list_page_size = (int)cfg->list_page_size,
         .access_key = creds.access_key,
         .secret_key = creds.secret_key,
         .session_token = creds.session_token,
     };
-    rc = store_s3_new(&sc, z->http, &z->store);
+    rc = store_s3_new(&sc, z->http, out);
     if (rc == 0)
-        log_info("serving s3://%s%s%s from %s (region %s) with %s credentials%s",
-                 z->source.bucket, z->source.prefix[0] ? "/" : "", z->source.prefix,
-                 z->endpoint, z->region, creds.source,
+        log_info("%s s3://%s%s%s at %s (region %s) with %s credentials%s",
+                 out == &z->store ? "serving" : "output to", bucket, prefix[0] ? "/" : "",
+                 prefix, z->endpoint, z->region, creds.source,
                  creds.access_key ? "" : " (anonymous requests)");
     s3_credentials_clear(&creds);
+    return rc;
+}
+
+/* The GCS endpoint and authentication of the mount, into z. */
+static int setup_gcs(struct zfs *z, const struct zfs_config *cfg)
+{
+    bool emulator = false;
+    const char *emu = getenv("STORAGE_EMULATOR_HOST");
+    int rc;
+
+    if (cfg->endpoint) {
+        z->endpoint = strdup(cfg->endpoint);
+        emulator = strstr(cfg->endpoint, "googleapis.com") == NULL;
+    } else if (emu && *emu) {
+        z->endpoint = zfs_endpoint_from_emulator_host(emu);
+        emulator = true;
+    } else {
+        z->endpoint = strdup(GCS_DEFAULT_ENDPOINT);
+    }
+    if (!z->endpoint)
+        return -ENOMEM;
+    struct auth_config ac;
+    if ((rc = choose_auth(cfg, emulator, &ac)) < 0)
+        return rc;
+    if ((rc = auth_new(&ac, z->http, &z->auth)) < 0) {
+        log_error("cannot set up %s authentication: %s", auth_kind_name(ac.kind), strerror(-rc));
+        return rc;
+    }
+    log_info("GCS at %s with %s authentication", z->endpoint, auth_kind_name(ac.kind));
+    return 0;
+}
+
+/* The output bucket's store: gs:// (with the source's endpoint and
+ * authentication, or, beside a local source, resolved as for a gs://
+ * source), s3:// beside an s3:// source (its endpoint, region and
+ * credentials), or a local directory. */
+static int make_output_store(struct zfs *z, const struct zfs_config *cfg)
+{
+    char err[512];
+    int rc;
+    if ((rc = zfs_source_parse(cfg->output_bucket, &z->output_source, err, sizeof(err))) < 0) {
+        log_error("output_bucket: %s", err);
+        return rc;
+    }
+    const struct zfs_source *o = &z->output_source;
+    switch (o->kind) {
+    case ZFS_SOURCE_LOCAL:
+        rc = store_local_new(o->path, &z->output);
+        break;
+    case ZFS_SOURCE_GCS:
+        if (z->source.kind == ZFS_SOURCE_S3) {
+            log_error("output_bucket: a gs:// output needs a gs:// or local source");
+            return -EINVAL;
+        }
+        if (!z->endpoint && (rc = setup_gcs(z, cfg)) < 0)
+            return rc;
+        {
+            struct store_gcs_config gc = {
+                .endpoint = z->endpoint,
+                .bucket = o->bucket,
+                .prefix = o->prefix,
+                .list_page_size = (int)cfg->list_page_size,
+            };
+            rc = store_gcs_new(&gc, z->http, z->auth, &z->output);
+        }
+        break;
+    case ZFS_SOURCE_S3:
+        if (z->source.kind != ZFS_SOURCE_S3) {
+            log_error("output_bucket: an s3:// output needs an s3:// source");
+            return -EINVAL;
+        }
+        rc = make_s3_store(z, cfg, o->bucket, o->prefix, &z->output);
+        break;
+    }
+    if (rc == 0)
+        log_info("request archives are uploaded to %s", cfg->output_bucket);
     return rc;
 }
 
@@ -301,32 +382,11 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)
             goto fail;
     } else if (z->source.kind == ZFS_SOURCE_S3) {
-        if ((rc = make_s3_store(z, cfg)) < 0)
+        if ((rc = make_s3_store(z, cfg, z->source.bucket, z->source.prefix, &z->store)) < 0)
             goto fail;
     } else {
-        bool emulator = false;
-        const char *emu = getenv("STORAGE_EMULATOR_HOST");
-        if (cfg->endpoint) {
-            z->endpoint = strdup(cfg->endpoint);
-            emulator = strstr(cfg->endpoint, "googleapis.com") == NULL;
-        } else if (emu && *emu) {
-            z->endpoint = zfs_endpoint_from_emulator_host(emu);
-            emulator = true;
-        } else {
-            z->endpoint = strdup(GCS_DEFAULT_ENDPOINT);
-        }
-        if (!z->endpoint) {
-            rc = -ENOMEM;
+        if ((rc = setup_gcs(z, cfg)) < 0)
             goto fail;
-        }
-        struct auth_config ac;
-        if ((rc = choose_auth(cfg, emulator, &ac)) < 0)
-            goto fail;
-        if ((rc = auth_new(&ac, z->http, &z->auth)) < 0) {
-            log_error("cannot set up %s authentication: %s", auth_kind_name(ac.kind),
-                      strerror(-rc));
-            goto fail;
-        }
         struct store_gcs_config gc = {
             .endpoint = z->endpoint,
             .bucket = z->source.bucket,
@@ -335,10 +395,11 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         };
         if ((rc = store_gcs_new(&gc, z->http, z->auth, &z->store)) < 0)
             goto fail;
-        log_info("serving gs://%s%s%s from %s with %s authentication", z->source.bucket,
-                 z->source.prefix[0] ? "/" : "", z->source.prefix, z->endpoint,
-                 auth_kind_name(ac.kind));
+        log_info("serving gs://%s%s%s from %s", z->source.bucket, z->source.prefix[0] ? "/" : "",
+                 z->source.prefix, z->endpoint);
     }
+    if (cfg->output_bucket && (rc = make_output_store(z, cfg)) < 0)
+        goto fail;
 
     struct meta_config mc;
     meta_config_default(&mc);
@@ -395,6 +456,8 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         .archives = z->archives,
         .notify = (cfg->notify_url || cfg->notify_dir) ? zfs_notify : NULL,
         .notify_arg = z,
+        .output = z->output,
+        .output_url = cfg->output_bucket,
         .max_jobs = cfg->max_jobs,
         .limits = REQUEST_LIMITS_DEFAULT,
     };
@@ -415,6 +478,8 @@ void zfs_free(struct zfs *z)
         return;
     request_set_free(z->requests);
     outbox_free(z->outbox);
+    store_destroy(z->output);
+    zfs_source_clear(&z->output_source);
     archive_set_free(z->archives);
     crc_cache_close(z->crcs);
     free(z->source_id);
@@ -501,6 +566,8 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
     add_counter(req, "failed", rs.failed);
     add_counter(req, "notifications_queued", rs.notifications);
     add_counter(req, "notification_errors", rs.notify_errors);
+    add_counter(req, "uploads", rs.uploads);
+    add_counter(req, "uploads_skipped", rs.uploads_skipped);
     json_object_object_add(o, "requests", req);
     if (z->outbox) {
         struct outbox_stats os;

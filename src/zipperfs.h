@@ -86,6 +86,8 @@ struct zfs {
     char *cache_dir;        /* resolved; NULL if none could be named */
     struct request_set *requests;
     struct outbox *outbox;  /* NULL without a notification sink */
+    struct zfs_source output_source;
+    struct store *output;   /* the output bucket, or NULL */
 };
 
 /* Builds the instance: parses the source, resolves endpoint and auth,

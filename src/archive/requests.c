@@ -261,6 +261,81 @@ static int entry_layout(struct entry *e)
 
 /* ---- jobs --------------------------------------------------------------- */
 
+struct upload_fill {
+    struct entry *e;
+    struct archive_handle *h;
+};
+
+/* The upload pulls the archive's bytes through the same reads a reader
+ * makes: every member streams once, its CRC computed on the way. */
+static ssize_t upload_fill(void *arg, uint64_t off, char *buf, size_t len)
+{
+    struct upload_fill *uf = arg;
+    if (__atomic_load_n(&uf->e->cancel, __ATOMIC_RELAXED))
+        return -ECANCELED;
+    ssize_t n = archive_read(uf->h, buf, len, off);
+    if (n > 0) {
+        pthread_mutex_lock(&uf->e->rs->lock);
+        if (off + (uint64_t)n > uf->e->uploaded)
+            uf->e->uploaded = off + (uint64_t)n;
+        pthread_mutex_unlock(&uf->e->rs->lock);
+    }
+    return n == 0 ? -EIO : n;
+}
+
+/* Uploads the archive to the output bucket as <name>.zip, unless an
+ * object of that name and size is there already (another machine made
+ * it: the same request always gives the same bytes). */
+static int upload(struct entry *e, struct archive *a)
+{
+    struct request_set *rs = e->rs;
+    char key[NAME_MAX_LEN + 8];
+    struct store_attr attr;
+    uint64_t size = archive_size(a);
+    int rc;
+
+    snprintf(key, sizeof(key), "%s.zip", e->name);
+    rc = store_stat_object(rs->cfg.output, key, &attr);
+    if (rc == 0 && attr.size == size) {
+        pthread_mutex_lock(&rs->lock);
+        e->output_note = "already present";
+        rs->stats.uploads_skipped++;
+        pthread_mutex_unlock(&rs->lock);
+        log_info("request %s: %s/%s is there already with the same size: not uploaded again",
+                 e->name, rs->cfg.output_url, key);
+        return 0;
+    }
+    if (rc < 0 && rc != -ENOENT) {
+        log_error("request %s: cannot look at %s/%s: %s", e->name, rs->cfg.output_url, key,
+                  strerror(-rc));
+        return rc;
+    }
+    struct upload_fill uf = {.e = e};
+    if ((rc = archive_handle_new(a, &uf.h)) < 0)
+        return rc;
+    pthread_mutex_lock(&rs->lock);
+    e->state = STATE_UPLOADING;
+    pthread_mutex_unlock(&rs->lock);
+    struct store_upload_opts opts = {
+        .custom_time_sec = (int64_t)time(NULL),
+        .content_type = "application/zip",
+    };
+    rc = store_upload(rs->cfg.output, key, size, upload_fill, &uf, &opts);
+    archive_handle_free(uf.h);
+    if (rc < 0) {
+        log_error("request %s: upload to %s/%s failed: %s", e->name, rs->cfg.output_url, key,
+                  strerror(-rc));
+        return rc;
+    }
+    pthread_mutex_lock(&rs->lock);
+    e->output_note = "uploaded";
+    rs->stats.uploads++;
+    pthread_mutex_unlock(&rs->lock);
+    log_info("request %s: uploaded to %s/%s (%" PRIu64 " bytes)", e->name, rs->cfg.output_url,
+             key, size);
+    return 0;
+}
+
 static int run_job(struct entry *e)
 {
     struct request_set *rs = e->rs;
@@ -273,10 +348,9 @@ static int run_job(struct entry *e)
     pthread_mutex_lock(&rs->lock);
     e->bytes_at_start = p.bytes_done;
     pthread_mutex_unlock(&rs->lock);
-    rc = archive_materialize(a, &e->cancel);
-    if (rc < 0)
-        return rc;
-    return 0;
+    if (rs->cfg.output)
+        return upload(e, a);
+    return archive_materialize(a, &e->cancel);
 }
 
 static void *job_thread(void *arg)

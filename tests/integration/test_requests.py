@@ -497,5 +497,102 @@ class NotificationTest(harness.MountTestCase):
         self.assertEqual(self.decode(posts[0]["body"]).zipfile, "k.zip")
 
 
+class OutputBucketTest(harness.MountTestCase):
+    """A materialized request archive is uploaded to the output bucket as
+    <name>.zip with customTime, and not again when it is there already.
+    The mount talks to the emulator through the resumable-upload stand-in
+    of test_upload (the emulator ends a resumable upload at its first
+    chunk and drops customTime); every other request passes through."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_upload import ResumableShim
+        cls.emu = harness.GcsEmulator()
+        try:
+            cls.shim = ResumableShim(cls.emu.endpoint)
+        except BaseException:
+            cls.emu.stop()
+            raise
+        cls.files = make_files()
+        cls.files["large/part.bin"] = os.urandom(11 << 20)  # more than one 8 MiB chunk
+        for rel, data in cls.files.items():
+            cls.emu.upload("reqsrc", rel, data)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.shim.stop()
+        finally:
+            cls.emu.stop()
+
+    status = RequestChecks.status
+    control = RequestChecks.control
+    wait_state = RequestChecks.wait_state
+
+    def emu_media(self, bucket, name):
+        import urllib.parse
+        import urllib.request
+        url = "%s/storage/v1/b/%s/o/%s?alt=media" % (self.emu.endpoint, bucket,
+                                                     urllib.parse.quote(name, safe=""))
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.read()
+
+    def test_upload_then_skip_when_present(self):
+        opts = ["endpoint=" + self.shim.endpoint, "auth=none", "output_bucket=gs://outb/zips"]
+        m = self.mount("gs://reqsrc", opts + ["cache_dir=" + self.tempdir()])
+        with self.shim.lock:
+            started = len(self.shim.metadata)
+        t0 = int(time.time())
+        self.assertEqual(write_request(self.control(m, "requests", "up"),
+                                       b"large/\na/one.txt\n"), 0)
+        st = self.wait_state(m, "up", timeout=120)
+        t1 = int(time.time()) + 1
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(st["output"]["state"], "uploaded", st)
+        with open(self.control(m, "archives", "up.zip"), "rb") as f:
+            served = f.read()
+        self.assertEqual(self.emu_media("outb", "zips/up.zip"), served)
+        with self.shim.lock:
+            metas = self.shim.metadata[started:]
+        self.assertEqual(len(metas), 1, metas)
+        kind, meta = metas[0]
+        self.assertEqual(kind, "resumable")  # the 11 MiB member needs two 8 MiB chunks
+        secs = rfc3339_s(meta["customTime"])
+        self.assertTrue(t0 <= secs <= t1, (meta, t0, t1))
+        self.assertEqual(meta["name"], "zips/up.zip")
+        # another machine (a fresh mount, its own cache) with the same request
+        m2 = self.mount("gs://reqsrc", opts + ["cache_dir=" + self.tempdir()])
+        self.assertEqual(write_request(self.control(m2, "requests", "up"),
+                                       b"large/\na/one.txt\n"), 0)
+        st = self.wait_state(m2, "up", timeout=120)
+        self.assertEqual(st["state"], "done", st)
+        self.assertEqual(st["output"]["state"], "already present", st)
+        with self.shim.lock:
+            self.assertEqual(len(self.shim.metadata), started + 1)
+        with open(self.control(m2, "stats")) as f:
+            self.assertEqual(json.load(f)["requests"]["uploads_skipped"], 1)
+
+    def test_local_directory_output(self):
+        out = self.tempdir()
+        m = self.mount("gs://reqsrc", ["endpoint=" + self.emu.endpoint, "auth=none",
+                                       "cache_dir=" + self.tempdir(), "output_bucket=" + out])
+        self.assertEqual(write_request(self.control(m, "requests", "loc"), b"a/\n"), 0)
+        st = self.wait_state(m, "loc")
+        self.assertEqual(st["state"], "done", st)
+        with open(self.control(m, "archives", "loc.zip"), "rb") as f:
+            served = f.read()
+        with open(os.path.join(out, "loc.zip"), "rb") as f:
+            self.assertEqual(f.read(), served)
+        r = subprocess.run(["unzip", "-t", os.path.join(out, "loc.zip")], capture_output=True)
+        self.assertEqual(r.returncode, 0)
+
+
+def rfc3339_s(text):
+    import calendar
+    import re
+    mt = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$", text)
+    return calendar.timegm(tuple(int(mt.group(i)) for i in range(1, 7)))
+
+
 if __name__ == "__main__":
     harness.main()
