@@ -291,7 +291,7 @@ static int setup_gcs(struct zfs *z, const struct zfs_config *cfg)
         log_error("cannot set up %s authentication: %s", auth_kind_name(ac.kind), strerror(-rc));
         return rc;
     }
-    log_info("GCS at %s with %s authentication", z->endpoint, auth_kind_name(ac.kind));
+    z->auth_name = auth_kind_name(ac.kind);
     return 0;
 }
 
@@ -395,8 +395,8 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         };
         if ((rc = store_gcs_new(&gc, z->http, z->auth, &z->store)) < 0)
             goto fail;
-        log_info("serving gs://%s%s%s from %s", z->source.bucket, z->source.prefix[0] ? "/" : "",
-                 z->source.prefix, z->endpoint);
+        log_info("serving gs://%s%s%s from %s with %s authentication", z->source.bucket,
+                 z->source.prefix[0] ? "/" : "", z->source.prefix, z->endpoint, z->auth_name);
     }
     if (cfg->output_bucket && (rc = make_output_store(z, cfg)) < 0)
         goto fail;

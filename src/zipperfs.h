@@ -75,6 +75,7 @@ struct zfs {
     struct zfs_source source;
     char *endpoint; /* resolved */
     char *region;   /* s3: resolved */
+    const char *auth_name; /* gs: the authentication chosen (a static string) */
     struct http_client *http;
     struct auth *auth;
     struct store *store;
