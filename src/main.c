@@ -299,6 +299,10 @@ int main(int argc, char *argv[])
     cfg.notify_dir = cli.notify_dir;
     cfg.notify_retry_max_s = cli.notify_retry_max;
 
+    if (cfg.output_bucket && cfg.max_jobs == 0) {
+        fprintf(stderr, "%s: output_bucket needs max_jobs of 1 or more (jobs upload)\n", argv[0]);
+        goto out;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
         goto out;
