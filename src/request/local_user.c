@@ -56,15 +56,14 @@ static void email_from_file(const struct passwd *pw, char *buf, size_t size)
         buf[0] = '\0';
 }
 
-int local_user_requester(uid_t uid, const char *email_domain, struct requester *out)
+int local_user_requester_pw(const struct passwd *found, uid_t uid, const char *email_domain,
+                            struct requester *out)
 {
-    struct passwd pw, *found = NULL;
-    char pwbuf[16384];
     char name[256], email[EMAIL_MAX + 2];
 
     memset(out, 0, sizeof(*out));
     name[0] = email[0] = '\0';
-    if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &found) == 0 && found) {
+    if (found) {
         size_t glen = found->pw_gecos ? strcspn(found->pw_gecos, ",") : 0;
         if (glen > 0 && glen < sizeof(name) &&
             utf8_valid((const uint8_t *)found->pw_gecos, glen, NULL)) {
@@ -89,4 +88,13 @@ int local_user_requester(uid_t uid, const char *email_domain, struct requester *
         return -ENOMEM;
     }
     return 0;
+}
+
+int local_user_requester(uid_t uid, const char *email_domain, struct requester *out)
+{
+    struct passwd pw, *found = NULL;
+    char pwbuf[16384];
+    if (getpwuid_r(uid, &pw, pwbuf, sizeof(pwbuf), &found) != 0)
+        found = NULL;
+    return local_user_requester_pw(found, uid, email_domain, out);
 }

@@ -17,4 +17,9 @@
  * Every string is valid UTF-8. Returns 0 or -ENOMEM. */
 int local_user_requester(uid_t uid, const char *email_domain, struct requester *out);
 
+struct passwd;
+/* The same from a passwd entry (pw NULL: none found). Exposed for tests. */
+int local_user_requester_pw(const struct passwd *pw, uid_t uid, const char *email_domain,
+                            struct requester *out);
+
 #endif
