@@ -293,6 +293,9 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     z->reader_cfg.max_parallel = pc.workers;
     z->reader_cfg.part_size = (uint64_t)cfg->prefetch_part_mb << 20;
     z->reader_cfg.max_ahead = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 1) << 20;
+    /* a read takes no longer than one request may: a run's GET that keeps
+     * getting a byte now and then would keep it waiting */
+    z->reader_cfg.read_deadline_ms = hc.retry.deadline_ms;
 
     if (z->source.kind == ZFS_SOURCE_LOCAL) {
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)

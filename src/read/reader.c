@@ -50,7 +50,7 @@ struct part {
     bool throttled;          /* the fetch waits for reads to catch up */
     int64_t queued_ms;       /* when it was submitted */
     unsigned pins;           /* reads copying out with r->lock dropped */
-    unsigned nwaiting;       /* reads waiting for its bytes */
+    unsigned nwaiting;       /* reads waiting for its bytes: they hold p too */
     uint64_t wake_at;        /* wake them when got reaches this */
 };
 
@@ -132,16 +132,18 @@ static size_t min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
+/* Waits for r->changed until the monotonic time until_ms at the latest
+ * (r->lock held). */
+static void wait_until(struct reader *r, int64_t until_ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
+                          .tv_nsec = (long)(until_ms % 1000) * 1000000};
+    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+}
+
 static void timed_wait(struct reader *r, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += ms * 1000000;
-    while (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+    wait_until(r, clock_now_ms() + ms);
 }
 
 /* ---- parts ------------------------------------------------------------- */
@@ -206,11 +208,11 @@ static void unlink_part(struct part **list, struct part *p)
     }
 }
 
-/* Frees a zombie once its fetch and every read copying out of it are over
- * (r->lock held). */
+/* Frees a zombie once its fetch is over and no read copies out of it or
+ * waits for it (r->lock held). */
 static void zombie_reap(struct reader *r, struct part *p)
 {
-    if (p->state != PART_DONE || p->pins > 0)
+    if (p->state != PART_DONE || p->pins > 0 || p->nwaiting > 0)
         return;
     unlink_part(&r->zombies, p);
     part_free(r, p);
@@ -538,6 +540,7 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
 
     if (off >= r->attr.size || size == 0)
         return 0;
+    int64_t deadline = r->cfg.read_deadline_ms > 0 ? clock_now_ms() + r->cfg.read_deadline_ms : 0;
     if (size > r->attr.size - off)
         size = (size_t)(r->attr.size - off);
 
@@ -572,8 +575,19 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                 run_stop(r); /* a later read starts afresh */
                 goto out;
             }
-            bool stuck = p->starved || (p->state == PART_QUEUED &&
-                                        clock_now_ms() - p->queued_ms > QUEUED_WAIT_MS);
+            int64_t now = clock_now_ms();
+            if (deadline > 0 && now >= deadline) {
+                /* the GET keeps retrying (it may get a byte now and then):
+                 * this read gives up, and so does the run */
+                log_error("%s: byte %llu did not arrive within the read deadline of %lld ms",
+                          r->key, (unsigned long long)at, (long long)r->cfg.read_deadline_ms);
+                r->stats.timeouts++;
+                rc = -ETIMEDOUT;
+                run_stop(r); /* a later read starts afresh */
+                goto out;
+            }
+            bool stuck = p->starved ||
+                         (p->state == PART_QUEUED && now - p->queued_ms > QUEUED_WAIT_MS);
             if (!stuck) {
                 /* wait for the bytes asked, or the part's end */
                 uint64_t need = at - p->off + want;
@@ -585,12 +599,17 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                     r->want_end = at + want;
                 if (p->throttled)
                     pthread_cond_broadcast(&r->changed); /* the window moved */
+                int64_t until = p->state == PART_QUEUED ? now + QUEUED_WAIT_MS : deadline;
+                if (deadline > 0 && until > deadline)
+                    until = deadline;
                 p->nwaiting++;
-                if (p->state == PART_QUEUED)
-                    timed_wait(r, QUEUED_WAIT_MS);
+                if (until > 0)
+                    wait_until(r, until);
                 else
                     pthread_cond_wait(&r->changed, &r->lock);
                 p->nwaiting--;
+                if (p->cancel)
+                    zombie_reap(r, p); /* cancelled meanwhile: freed if it is over */
                 continue;
             }
             r->stats.fallbacks++; /* no budget or no worker: exactly what was asked */

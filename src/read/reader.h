@@ -20,6 +20,14 @@
  *   refused budget waits; a read waiting for such a GET (or for a worker
  *   that stays busy) fetches exactly what it asked, so it always makes
  *   progress.
+ * - A read waits for a run's bytes at most read_deadline_ms (the mount's
+ *   retry deadline): a run's GET counts its deadline from the last attempt
+ *   that delivered bytes, so a server that trickles a little and stalls
+ *   again could keep it going far longer. A read that reaches its deadline
+ *   fails with ETIMEDOUT and stops the run (its GET is cancelled); a read
+ *   whose part failed fails with that part's error. Either way the read
+ *   starts no other fetch of those bytes: a read takes about as long as
+ *   one request could, at most.
  *
  * A reader is shared by the threads serving one open file. r->lock guards
  * its state; reads copy out of blocks with the lock dropped (the part is
@@ -45,6 +53,9 @@ struct reader_config {
     size_t max_ahead;      /* the most fetched ahead of the reads */
     unsigned max_parallel; /* parts of one reader fetched at once */
     int64_t idle_ms;       /* a run unread this long gives its GET back */
+    /* A read waiting this long for a run's bytes fails with -ETIMEDOUT;
+     * 0: no limit. */
+    int64_t read_deadline_ms;
     /* Shared workers and budget (borrowed). NULL: the reader makes a pool
      * of its own from `own` (tests, tools). */
     struct prefetch_pool *pool;
@@ -59,6 +70,7 @@ struct reader_stats {
     uint64_t cancelled; /* parts cancelled by a seek or an error */
     uint64_t runs;      /* prefetch runs started */
     uint64_t fallbacks; /* sequential reads fetched exactly for lack of budget */
+    uint64_t timeouts;  /* reads that reached read_deadline_ms */
     size_t peak_held;   /* the most part bytes this reader held at once */
 };
 

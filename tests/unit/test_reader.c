@@ -43,6 +43,8 @@ struct fake_store {
     int fail;                 /* a -errno every read returns, or 0 */
     int stream_fail;          /* a -errno a stream returns after stream_after bytes */
     bool stream_short;        /* a stream ends (0) after stream_after bytes */
+    bool stream_stall;        /* a stream sends nothing more after stream_after bytes,
+                               * asking its sink (NULL, 0) until it says stop */
     uint64_t stream_after;
     struct rec reads[MAX_RECS];
     int nreads;
@@ -109,6 +111,7 @@ static int fake_stream(struct store *s, const char *key, int64_t generation, uin
     bool stale = generation != f->generation;
     int fail = f->stream_fail;
     bool cut = f->stream_short;
+    bool stall = f->stream_stall;
     uint64_t after = f->stream_after;
     uint64_t end = off + len < f->size ? off + len : f->size;
     pthread_mutex_unlock(&f->lock);
@@ -120,6 +123,13 @@ static int fake_stream(struct store *s, const char *key, int64_t generation, uin
     while (rc == 0 && pos < end) {
         if ((fail || cut) && pos - off >= after) {
             rc = fail; /* 0 when cut short */
+            break;
+        }
+        if (stall && pos - off >= after) {
+            /* as an HTTP stream that retries a stalled server: no byte, but
+             * the sink is asked now and then whether to go on */
+            while ((rc = sink(arg, NULL, 0)) == 0)
+                usleep(1000);
             break;
         }
         size_t n = end - pos < STREAM_CHUNK ? (size_t)(end - pos) : STREAM_CHUNK;
@@ -271,6 +281,7 @@ static void test_reader_config_default(void **state)
     assert_true(cfg.max_ahead >= 2 * MIB);
     assert_true(cfg.max_parallel > 0);
     assert_true(cfg.idle_ms > 0);
+    assert_int_equal(cfg.read_deadline_ms, 0); /* no limit unless the mount sets one */
     assert_null(cfg.pool);
     assert_true(cfg.own.budget > 0 && cfg.own.workers > 0);
 }
@@ -581,8 +592,14 @@ static void test_reader_stream_errors_propagate(void **state)
         /* what arrived before the failure is served */
         read_through(r, 0, after, sizeof(buf));
         int before = locked_int(f, &f->nstreams); /* the first MiB, and the rest */
+        struct reader_stats st0, st1;
+        reader_get_stats(r, &st0);
         /* then the stream's error, the same errno */
         assert_int_equal(reader_read(r, buf, sizeof(buf), after), errs[i]);
+        /* and the failing read fetched those bytes no other way */
+        reader_get_stats(r, &st1);
+        assert_int_equal(st1.parts, st0.parts);
+        assert_int_equal(st1.fetches, st0.fetches);
         /* recovery: a new stream from there */
         f->stream_fail = 0;
         read_through(r, after, after + 1 * MIB, sizeof(buf));
@@ -604,6 +621,43 @@ static void test_reader_stream_short(void **state)
     read_through(r, 0, 512 * KIB, 8192);
     char buf[8192];
     assert_int_equal(reader_read(r, buf, sizeof(buf), 512 * KIB), -EIO);
+    reader_free(r);
+    fake_free(f);
+}
+
+static void test_reader_read_deadline(void **state)
+{
+    (void)state;
+    /* a GET that never ends and never brings the bytes a read waits for
+     * (a server that stalls, retried forever): the read gives up at its
+     * deadline, stops the run, and starts no other fetch */
+    const uint64_t after = 256 * KIB;
+    char buf[4096];
+    struct fake_store *f = fake_new(8 * MIB, true);
+    f->stream_stall = true;
+    f->stream_after = after;
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.read_deadline_ms = 50;
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    read_through(r, 0, after, sizeof(buf));
+    struct reader_stats st0, st1;
+    reader_get_stats(r, &st0);
+    assert_int_equal(st0.timeouts, 0);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), after), -ETIMEDOUT);
+    reader_get_stats(r, &st1);
+    assert_int_equal(st1.timeouts, 1);
+    assert_int_equal(st1.parts, st0.parts);
+    assert_int_equal(st1.fetches, st0.fetches);
+    assert_true(st1.cancelled > st0.cancelled);
+    wait_streams_gone(f); /* the stalled GETs were cancelled */
+    /* the server recovers: a later read starts afresh */
+    pthread_mutex_lock(&f->lock);
+    f->stream_stall = false;
+    pthread_mutex_unlock(&f->lock);
+    read_through(r, after, 2 * MIB, sizeof(buf));
     reader_free(r);
     fake_free(f);
 }
@@ -1198,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_reader_errors_propagate),
         cmocka_unit_test(test_reader_stream_errors_propagate),
         cmocka_unit_test(test_reader_stream_short),
+        cmocka_unit_test(test_reader_read_deadline),
         cmocka_unit_test(test_reader_stale),
         cmocka_unit_test(test_reader_window_bounded),
         cmocka_unit_test(test_reader_idle_stream_closed),
