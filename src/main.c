@@ -21,6 +21,7 @@ struct cli {
     unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
+    unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
     unsigned crc_cache_entries;
@@ -56,6 +57,9 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("stall_timeout=%lf", stall_timeout),
     CLI_OPT("connect_timeout=%lf", connect_timeout),
     CLI_OPT("read_window_mb=%u", read_window_mb),
+    CLI_OPT("prefetch_budget_mb=%u", prefetch_budget_mb),
+    CLI_OPT("prefetch_parallel=%u", prefetch_parallel),
+    CLI_OPT("prefetch_part_mb=%u", prefetch_part_mb),
     CLI_OPT("file_mode=%o", file_mode),
     CLI_OPT("dir_mode=%o", dir_mode),
     CLI_OPT("uid=%u", uid),
@@ -119,7 +123,10 @@ static void usage(const char *prog)
            "    retry_deadline=SECONDS give up on a request after this long (120)\n"
            "    stall_timeout=SECONDS  an attempt receiving nothing this long is retried (30)\n"
            "    connect_timeout=SECONDS (10)\n"
-           "    read_window_mb=N       buffer of a sequential read's stream in MiB (16)\n"
+           "    read_window_mb=N       most one open file fetches ahead, MiB (32)\n"
+           "    prefetch_budget_mb=N   memory for all read-ahead buffers together, MiB (64)\n"
+           "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (8)\n"
+           "    prefetch_part_mb=N     MiB one GET fetches ahead; 0: to the end (0)\n"
            "    max_read=BYTES         largest read the kernel sends (1048576)\n"
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
@@ -205,11 +212,14 @@ int main(int argc, char *argv[])
     int ret = 1;
 
     log_init_from_env();
-    /* Stream buffers are megabytes, allocated and freed by many threads:
-     * with glibc's sliding mmap threshold they would stay in per-thread
-     * arenas after being freed, and the daemon's memory would grow with the
-     * number of threads. A fixed threshold gives them back at once. */
-    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    /* Fixed thresholds (glibc's sliding ones let memory grow with the
+     * number of threads). libfuse mallocs a buffer of each read's size
+     * (up to max_read, 1 MiB) and frees it after the reply: kept below the
+     * mmap threshold and not trimmed at once, those buffers are reused
+     * instead of mapped and faulted in afresh for every read. Prefetch
+     * buffers are mapped by the reader and bounded by its budget. */
+    mallopt(M_MMAP_THRESHOLD, 2 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 4 * 1024 * 1024);
     zfs_config_default(&cfg);
     cli.stat_ttl = cfg.stat_ttl_s;
     cli.list_ttl = cfg.list_ttl_s;
@@ -221,6 +231,9 @@ int main(int argc, char *argv[])
     cli.list_page_size = cfg.list_page_size;
     cli.retries = cfg.retries;
     cli.read_window_mb = cfg.read_window_mb;
+    cli.prefetch_budget_mb = cfg.prefetch_budget_mb;
+    cli.prefetch_parallel = cfg.prefetch_parallel;
+    cli.prefetch_part_mb = cfg.prefetch_part_mb;
     cli.file_mode = cfg.file_mode;
     cli.dir_mode = cfg.dir_mode;
     cli.uid = cfg.uid;
@@ -253,7 +266,9 @@ int main(int argc, char *argv[])
         log_set_level(LOG_LEVEL_DEBUG);
     if (cli.list_page_size == 0 || cli.list_page_size > 5000 || cli.stat_ttl < 0 ||
         cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
-        cli.read_window_mb == 0 || cli.read_window_mb > 256 || cli.max_jobs > 64 ||
+        cli.read_window_mb == 0 || cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
+        cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
+        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.max_jobs > 64 ||
         cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0 ||
         cli.notify_retry_max < 0.1) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
@@ -282,6 +297,9 @@ int main(int argc, char *argv[])
     cfg.stall_timeout_s = cli.stall_timeout;
     cfg.connect_timeout_s = cli.connect_timeout;
     cfg.read_window_mb = cli.read_window_mb;
+    cfg.prefetch_budget_mb = cli.prefetch_budget_mb;
+    cfg.prefetch_parallel = cli.prefetch_parallel;
+    cfg.prefetch_part_mb = cli.prefetch_part_mb;
     cfg.file_mode = cli.file_mode;
     cfg.dir_mode = cli.dir_mode;
     cfg.uid = cli.uid;

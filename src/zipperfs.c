@@ -26,7 +26,10 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->retry_deadline_s = 120;
     cfg->stall_timeout_s = 30;
     cfg->connect_timeout_s = 10;
-    cfg->read_window_mb = 16;
+    cfg->read_window_mb = 32;
+    cfg->prefetch_budget_mb = 64;
+    cfg->prefetch_parallel = 8;
+    cfg->prefetch_part_mb = 0;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;
     cfg->uid = getuid();
@@ -375,8 +378,20 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     if ((rc = http_client_new(&hc, &z->http)) < 0)
         goto fail;
 
+    struct prefetch_config pc = {
+        .budget = (size_t)(cfg->prefetch_budget_mb ? cfg->prefetch_budget_mb : 1) << 20,
+        .workers = cfg->prefetch_parallel ? cfg->prefetch_parallel : 1,
+    };
+    if ((rc = prefetch_pool_new(&pc, &z->prefetch)) < 0)
+        goto fail;
     reader_config_default(&z->reader_cfg);
-    z->reader_cfg.ring_size = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 2) << 20;
+    z->reader_cfg.pool = z->prefetch;
+    z->reader_cfg.max_parallel = pc.workers;
+    z->reader_cfg.part_size = (uint64_t)cfg->prefetch_part_mb << 20;
+    z->reader_cfg.max_ahead = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 1) << 20;
+    /* a read takes no longer than one request may: a run's GET that keeps
+     * getting a byte now and then would keep it waiting */
+    z->reader_cfg.read_deadline_ms = hc.retry.deadline_ms;
 
     if (z->source.kind == ZFS_SOURCE_LOCAL) {
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)
@@ -481,6 +496,7 @@ void zfs_free(struct zfs *z)
     store_destroy(z->output);
     zfs_source_clear(&z->output_source);
     archive_set_free(z->archives);
+    prefetch_pool_free(z->prefetch); /* after every reader, before the store */
     crc_cache_close(z->crcs);
     free(z->source_id);
     meta_free(z->meta);

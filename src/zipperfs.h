@@ -49,7 +49,10 @@ struct zfs_config {
     double retry_deadline_s;
     double stall_timeout_s;
     double connect_timeout_s;
-    unsigned read_window_mb;   /* the largest sequential fetch */
+    unsigned read_window_mb;   /* the most one reader fetches ahead */
+    unsigned prefetch_budget_mb; /* all prefetch buffers of the mount together */
+    unsigned prefetch_parallel;  /* ranged GETs fetching ahead at once, all readers */
+    unsigned prefetch_part_mb;   /* bytes one GET fetches ahead; 0: to the end */
     unsigned file_mode, dir_mode;
     uid_t uid;
     gid_t gid;
@@ -80,6 +83,7 @@ struct zfs {
     struct auth *auth;
     struct store *store;
     struct meta *meta;
+    struct prefetch_pool *prefetch; /* workers and budget shared by all readers */
     struct reader_config reader_cfg;
     struct crc_cache *crcs; /* NULL when the cache directory is unusable */
     struct archive_set *archives;

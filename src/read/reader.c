@@ -10,71 +10,109 @@
 #include "util/clock.h"
 #include "util/log.h"
 
-/* The ring is accounted in blocks: a block is dropped once every byte of
- * it has been read (the page cache never asks for a byte twice), so reads
- * that the kernel's readahead delivers out of order and far ahead never
- * make the stream drop bytes an earlier read still needs. */
-#define STREAM_BLOCK (1u << 20)
+/* How far ahead of where the last read ended a read still counts as
+ * sequential, and how far behind the run a read is a straggler of it
+ * (fetched exactly) rather than a seek that cancels it: the kernel's
+ * readahead runs reads of one file on several threads, out of order. */
+#define READER_NEAR (4u << 20)
+/* Part buffers are blocks of this size, each reserved from the budget as
+ * the bytes arrive and given back once read. */
+#define BLOCK (1u << 20)
+/* The first part of a run from the start of the object */
+#define FIRST_PART (1u << 20)
+/* A fetch refused budget looks again this often (other readers' releases
+ * do not wake it). */
+#define BUDGET_RETRY_MS 20
+/* A read whose part waits this long for a worker (all busy with other
+ * files' fetches) fetches on its own. */
+#define QUEUED_WAIT_MS 100
 
-enum stream_state { STREAM_IDLE, STREAM_RUNNING, STREAM_STOPPING };
+enum part_state { PART_QUEUED, PART_RUNNING, PART_DONE };
 
-struct stream {
-    enum stream_state state;
-    pthread_t thread;
-    bool done;       /* the producer has returned */
-    int error;       /* its result when done: 0 or -errno */
-    bool cancel;     /* asked to stop */
-    char *ring;      /* ring_size bytes, allocated with the first stream */
-    size_t head;     /* ring index of the byte at base */
-    uint64_t start;  /* object offset the stream started at; blocks count from here */
-    uint64_t base;   /* object offset of the oldest byte held (a block boundary) */
-    size_t len;      /* bytes held */
-    uint32_t *consumed; /* bytes read of each block held, ring_size/STREAM_BLOCK of them,
-                           indexed by block number modulo their count */
-    int64_t last_read_ms;
+/* One ranged GET of the run, streamed into blocks. */
+struct part {
+    struct prefetch_job job; /* first: the pool hands it back to part_job_run() */
+    struct reader *r;
+    struct part *next;       /* in r->parts or r->zombies (r->lock) */
+    uint64_t off;
+    uint64_t len;
+    size_t nblocks;
+    size_t wrote;            /* bytes written: private to the fetching thread */
+    /* guarded by r->lock (a block's bytes below got never change again): */
+    char **blocks;           /* nblocks pointers; NULL before landing and after release */
+    uint32_t *consumed;      /* bytes read out of each block */
+    size_t released;         /* blocks [0, released) are given back */
+    uint64_t got;            /* bytes landed */
+    enum part_state state;
+    int error;               /* when PART_DONE: 0 or -errno */
+    bool cancel;             /* no longer wanted: stop and free */
+    bool starved;            /* the fetch waits for budget */
+    bool throttled;          /* the fetch waits for reads to catch up */
+    int64_t queued_ms;       /* when it was submitted */
+    unsigned pins;           /* reads copying out with r->lock dropped */
+    unsigned nwaiting;       /* reads waiting for its bytes: they hold p too */
+    uint64_t wake_at;        /* wake them when got reaches this */
 };
 
 struct reader {
     struct reader_config cfg;
-    struct store *store; /* borrowed */
+    struct store *store;      /* borrowed */
     char *key;
     struct store_attr attr;
-    pthread_mutex_t lock;   /* guards everything below */
-    pthread_cond_t changed; /* ring data, ring space or stream state changed */
-    char *buf;              /* window fetch: [buf_off, buf_off + buf_len) */
-    size_t buf_alloc;
-    uint64_t buf_off;
-    size_t buf_len;
-    uint64_t next_off;      /* where a sequential reader goes next */
-    uint64_t outside_run;   /* bytes read in a row beside a running stream */
-    struct stream st;
+    struct prefetch_pool *pool;     /* cfg.pool or own_pool */
+    struct prefetch_pool *own_pool; /* owned, or NULL */
+    struct prefetch_account acct;   /* this reader's share (the pool's lock) */
+    pthread_mutex_t lock;     /* guards everything below, and the parts' shared fields */
+    pthread_cond_t changed;   /* bytes landed, bytes read, a part finished or was freed */
+    struct part *parts;       /* the run's parts, contiguous, in order of offset */
+    struct part *zombies;     /* cancelled, waiting for their fetch or their pins */
+    bool in_run;              /* fetching ahead (registered for budget) */
+    uint64_t run_end;         /* where the run's next part starts */
+    size_t ahead;             /* how far ahead of the reads the run fetches now */
+    unsigned inflight;        /* parts queued or being fetched, zombies included */
+    bool any_read;
+    uint64_t next_off;        /* where a sequential reader goes next */
+    uint64_t want_end;        /* the furthest byte a read waits for, plus one */
+    int64_t last_read_ms;
+    size_t held;              /* bytes of this reader's blocks */
     struct reader_stats stats;
 };
 
 void reader_config_default(struct reader_config *cfg)
 {
-    cfg->min_window = 1u << 20;
-    cfg->ring_size = 16u << 20;
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->part_size = 0; /* one GET from the run's start to the end */
     cfg->idle_ms = 30000;
+    cfg->max_ahead = 32u << 20;
+    cfg->max_parallel = 8;
+    cfg->pool = NULL;
+    prefetch_config_default(&cfg->own);
+    cfg->own.budget = 32u << 20;
+    cfg->own.workers = 4;
 }
 
 int reader_new(const struct reader_config *cfg, struct store *store, const char *key,
                const struct store_attr *attr, struct reader **out)
 {
+    int rc = -ENOMEM;
     struct reader *r = calloc(1, sizeof(*r));
     if (!r)
         return -ENOMEM;
-    r->key = strdup(key);
-    if (!r->key) {
-        free(r);
-        return -ENOMEM;
-    }
     r->cfg = *cfg;
-    r->cfg.ring_size -= r->cfg.ring_size % STREAM_BLOCK;
-    if (r->cfg.ring_size < 2 * STREAM_BLOCK)
-        r->cfg.ring_size = 2 * STREAM_BLOCK;
+    if (r->cfg.max_ahead < 2 * BLOCK)
+        r->cfg.max_ahead = 2 * BLOCK;
+    if (r->cfg.max_parallel == 0)
+        r->cfg.max_parallel = 1;
+    if (!(r->key = strdup(key)))
+        goto fail;
     r->store = store;
     r->attr = *attr;
+    r->pool = cfg->pool;
+    if (!r->pool) {
+        if ((rc = prefetch_pool_new(&cfg->own, &r->own_pool)) < 0)
+            goto fail;
+        r->pool = r->own_pool;
+    }
     pthread_mutex_init(&r->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -83,343 +121,527 @@ int reader_new(const struct reader_config *cfg, struct store *store, const char 
     pthread_condattr_destroy(&ca);
     *out = r;
     return 0;
+fail:
+    free(r->key);
+    free(r);
+    return rc;
 }
 
-/* ---- the stream: producer side ---------------------------------------- */
-
-static void ring_copy_in(struct stream *st, size_t cap, const char *data, size_t n)
+static size_t min_size(size_t a, size_t b)
 {
-    size_t tail = (st->head + st->len) % cap;
-    size_t first = cap - tail < n ? cap - tail : n;
-    memcpy(st->ring + tail, data, first);
-    memcpy(st->ring, data + first, n - first);
-    st->len += n;
+    return a < b ? a : b;
+}
+
+/* Waits for r->changed until the monotonic time until_ms at the latest
+ * (r->lock held). */
+static void wait_until(struct reader *r, int64_t until_ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
+                          .tv_nsec = (long)(until_ms % 1000) * 1000000};
+    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
 }
 
 static void timed_wait(struct reader *r, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
+    wait_until(r, clock_now_ms() + ms);
+}
+
+/* ---- parts ------------------------------------------------------------- */
+
+static size_t block_len(const struct part *p, size_t b)
+{
+    uint64_t end = p->len < (uint64_t)(b + 1) * BLOCK ? p->len : (uint64_t)(b + 1) * BLOCK;
+    return (size_t)(end - (uint64_t)b * BLOCK);
+}
+
+/* A part of [off, off + len), no block yet (r->lock held). */
+static struct part *part_new(struct reader *r, uint64_t off, uint64_t len)
+{
+    struct part *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->nblocks = (size_t)((len + BLOCK - 1) / BLOCK);
+    p->blocks = calloc(p->nblocks, sizeof(*p->blocks));
+    p->consumed = calloc(p->nblocks, sizeof(*p->consumed));
+    if (!p->blocks || !p->consumed) {
+        free(p->blocks);
+        free(p->consumed);
+        free(p);
+        return NULL;
     }
-    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+    p->r = r;
+    p->off = off;
+    p->len = len;
+    p->state = PART_QUEUED;
+    r->inflight++;
+    return p;
 }
 
-static size_t blocks_in_ring(const struct reader *r)
+/* Gives back block b (r->lock held). */
+static void block_release(struct reader *r, struct part *p, size_t b)
 {
-    return r->cfg.ring_size / STREAM_BLOCK;
+    if (!p->blocks[b])
+        return;
+    prefetch_release(r->pool, &r->acct, p->blocks[b], block_len(p, b));
+    r->held -= block_len(p, b);
+    p->blocks[b] = NULL;
 }
 
-/* Block number (from the stream's start) of object offset off. */
-static uint64_t stream_block_of(const struct stream *st, uint64_t off)
+/* r->lock held; p is on no list and nobody else refers to it. */
+static void part_free(struct reader *r, struct part *p)
 {
-    return (off - st->start) / STREAM_BLOCK;
+    for (size_t b = p->released; b < p->nblocks; b++)
+        block_release(r, p, b);
+    free(p->blocks);
+    free(p->consumed);
+    free(p);
 }
 
-/* Whether every byte of the oldest block held has been read. */
-static bool stream_first_block_read(const struct reader *r)
+static void unlink_part(struct part **list, struct part *p)
 {
-    const struct stream *st = &r->st;
-    uint64_t b = stream_block_of(st, st->base);
-    uint64_t block_end = st->start + (b + 1) * STREAM_BLOCK;
-    if (block_end > r->attr.size)
-        block_end = r->attr.size;
-    return st->consumed[b % blocks_in_ring(r)] >= block_end - st->base;
+    for (struct part **pp = list; *pp; pp = &(*pp)->next) {
+        if (*pp == p) {
+            *pp = p->next;
+            p->next = NULL;
+            return;
+        }
+    }
 }
 
-static void stream_drop_first_block(struct reader *r)
+/* Frees a zombie once its fetch is over and no read copies out of it or
+ * waits for it (r->lock held). */
+static void zombie_reap(struct reader *r, struct part *p)
 {
-    struct stream *st = &r->st;
-    uint64_t b = stream_block_of(st, st->base);
-    uint64_t block_end = st->start + (b + 1) * STREAM_BLOCK;
-    size_t n = (size_t)(block_end - st->base) < st->len ? (size_t)(block_end - st->base) : st->len;
-    st->head = (st->head + n) % r->cfg.ring_size;
-    st->base += n;
-    st->len -= n;
-    st->consumed[b % blocks_in_ring(r)] = 0;
+    if (p->state != PART_DONE || p->pins > 0 || p->nwaiting > 0)
+        return;
+    unlink_part(&r->zombies, p);
+    part_free(r, p);
+    pthread_cond_broadcast(&r->changed); /* reader_free may be waiting */
 }
 
-/* Called by the store on the producer thread with each piece of body. */
-static int stream_sink(void *arg, const char *data, size_t len)
+/* Makes sure block b of p can take bytes: waits while it lies beyond the
+ * run's window ahead of the reads, or while the budget refuses it. Returns
+ * 0 or -ECANCELED (r->lock held). */
+static int block_ready(struct reader *r, struct part *p, size_t b)
 {
-    struct reader *r = arg;
-    struct stream *st = &r->st;
-    size_t cap = r->cfg.ring_size;
+    uint64_t start = p->off + (uint64_t)b * BLOCK;
+    while (!p->blocks[b]) {
+        if (p->cancel)
+            return -ECANCELED;
+        uint64_t base = r->next_off > r->want_end ? r->next_off : r->want_end;
+        if (start >= base + r->ahead) {
+            /* nobody reads: give the connection and the worker back */
+            if (clock_now_ms() - r->last_read_ms > r->cfg.idle_ms)
+                return -ETIME;
+            p->throttled = true;
+            timed_wait(r, 1000);
+            p->throttled = false;
+            continue;
+        }
+        char *buf = prefetch_reserve(r->pool, &r->acct, block_len(p, b));
+        if (!buf) {
+            p->starved = true;
+            pthread_cond_broadcast(&r->changed); /* a waiting read fetches on its own */
+            timed_wait(r, BUDGET_RETRY_MS);
+            p->starved = false;
+            continue;
+        }
+        p->blocks[b] = buf;
+        r->held += block_len(p, b);
+        if (r->held > r->stats.peak_held)
+            r->stats.peak_held = r->held;
+    }
+    return 0;
+}
+
+/* The store hands over each piece of the body (or asks, with none, whether
+ * to go on). Bytes are written beyond got, where no read looks, with the
+ * lock dropped, and then published. */
+static int part_sink(void *arg, const char *data, size_t len)
+{
+    struct part *p = arg;
+    struct reader *r = p->r;
     int rc = 0;
 
     pthread_mutex_lock(&r->lock);
-    if (st->cancel)
-        rc = -ECANCELED; /* also answers the transfer's polls (len 0) */
-    while (rc == 0 && len > 0) {
-        if (st->cancel) {
-            rc = -ECANCELED;
+    if (p->cancel)
+        rc = -ECANCELED;
+    while (rc == 0 && len > 0 && p->wrote < p->len) {
+        size_t b = p->wrote / BLOCK;
+        if ((rc = block_ready(r, p, b)) < 0)
             break;
-        }
-        if (st->len == cap) {
-            if (stream_first_block_read(r)) {
-                stream_drop_first_block(r);
-                continue;
-            }
-            if (clock_now_ms() - st->last_read_ms > r->cfg.idle_ms) {
-                rc = -ETIME; /* nobody reads: give the connection back */
-                break;
-            }
-            timed_wait(r, 1000);
-            continue;
-        }
-        size_t n = cap - st->len < len ? cap - st->len : len;
-        ring_copy_in(st, cap, data, n);
+        char *dst = p->blocks[b] + p->wrote % BLOCK;
+        size_t n = min_size(len, block_len(p, b) - p->wrote % BLOCK);
+        pthread_mutex_unlock(&r->lock);
+        memcpy(dst, data, n);
+        pthread_mutex_lock(&r->lock);
+        p->wrote += n;
         data += n;
         len -= n;
-        pthread_cond_broadcast(&r->changed);
+        p->got = p->wrote;
+        /* wake readers only when what they wait for is in: not per piece */
+        if (p->nwaiting > 0 && p->got >= p->wake_at)
+            pthread_cond_broadcast(&r->changed);
     }
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
 
-static void *stream_main(void *arg)
+/* A store without stream(): one read per block. */
+static int part_read_blocks(struct reader *r, struct part *p)
 {
-    struct reader *r = arg;
+    int rc = 0;
     pthread_mutex_lock(&r->lock);
-    uint64_t start = r->st.base;
+    while (rc == 0 && p->wrote < p->len) {
+        size_t b = p->wrote / BLOCK;
+        if ((rc = block_ready(r, p, b)) < 0)
+            break;
+        char *dst = p->blocks[b];
+        size_t n = block_len(p, b);
+        pthread_mutex_unlock(&r->lock);
+        ssize_t got = store_read(r->store, r->key, r->attr.generation, p->off + p->wrote, n, dst);
+        pthread_mutex_lock(&r->lock);
+        if (got < 0) {
+            rc = (int)got;
+            break;
+        }
+        p->wrote += (size_t)got;
+        p->got = p->wrote;
+        if (p->nwaiting > 0 && p->got >= p->wake_at)
+            pthread_cond_broadcast(&r->changed);
+        if ((size_t)got < n)
+            break; /* short: the end of the object, checked by the caller */
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+/* Fetches p on a worker. */
+static void part_job_run(struct prefetch_job *job)
+{
+    struct part *p = (struct part *)job;
+    struct reader *r = p->r;
+    int rc;
+
+    pthread_mutex_lock(&r->lock);
+    bool cancelled = p->cancel;
+    p->state = PART_RUNNING;
     pthread_mutex_unlock(&r->lock);
 
-    int rc = store_stream(r->store, r->key, r->attr.generation, start, r->attr.size - start,
-                          stream_sink, r);
+    if (cancelled)
+        rc = -ECANCELED;
+    else if (store_can_stream(r->store))
+        rc = store_stream(r->store, r->key, r->attr.generation, p->off, p->len, part_sink, p);
+    else
+        rc = part_read_blocks(r, p);
 
     pthread_mutex_lock(&r->lock);
-    r->st.done = true;
-    r->st.error = rc;
+    if (rc == 0 && p->got < p->len) {
+        /* the object ended before its listed size: it changed */
+        log_error("object %s ended at byte %llu, before its listed size %llu", r->key,
+                  (unsigned long long)(p->off + p->got), (unsigned long long)r->attr.size);
+        rc = -EIO;
+    }
+    p->state = PART_DONE;
+    p->error = rc;
+    r->inflight--;
     pthread_cond_broadcast(&r->changed);
-    pthread_mutex_unlock(&r->lock);
+    if (p->cancel)
+        zombie_reap(r, p);
+    pthread_mutex_unlock(&r->lock); /* r and p may be gone from here on */
+}
+
+/* Stops p and frees it, now if nothing uses it, else when the last user is
+ * done (r->lock held; p already off r->parts). */
+static void part_cancel(struct reader *r, struct part *p)
+{
+    p->cancel = true;
+    if (p->state == PART_QUEUED && prefetch_unqueue(r->pool, &p->job)) {
+        p->state = PART_DONE;
+        r->inflight--;
+    }
+    if (p->state != PART_DONE)
+        r->stats.cancelled++;
+    p->next = r->zombies;
+    r->zombies = p;
+    pthread_cond_broadcast(&r->changed); /* a fetch waiting for room stops */
+    zombie_reap(r, p);
+}
+
+/* ---- the run ----------------------------------------------------------- */
+
+static void run_start(struct reader *r, uint64_t at)
+{
+    r->in_run = true;
+    r->run_end = at;
+    r->ahead = 2 * BLOCK;
+    r->want_end = 0;
+    r->stats.runs++;
+    prefetch_register(r->pool, &r->acct);
+    log_debug("%s: fetching ahead from byte %llu", r->key, (unsigned long long)at);
+}
+
+/* Ends the run, cancelling its parts (r->lock held). */
+static void run_stop(struct reader *r)
+{
+    while (r->parts) {
+        struct part *p = r->parts;
+        r->parts = p->next;
+        part_cancel(r, p);
+    }
+    if (r->in_run) {
+        r->in_run = false;
+        prefetch_unregister(r->pool, &r->acct);
+    }
+}
+
+/* Submits the run's next part (r->lock held). */
+static bool run_extend(struct reader *r)
+{
+    if (r->run_end >= r->attr.size)
+        return false;
+    uint64_t len = r->attr.size - r->run_end;
+    if (r->cfg.part_size > 0 && len > r->cfg.part_size)
+        len = r->cfg.part_size;
+    /* a run from the start opens with a small part: a small file is one
+     * request, and a reader that only wanted the header leaves no long
+     * GET to abort (and its connection to lose) */
+    if (r->run_end == 0 && len > FIRST_PART)
+        len = FIRST_PART;
+    struct part *p = part_new(r, r->run_end, len);
+    if (!p)
+        return false;
+    p->job.run = part_job_run;
+    struct part **tail = &r->parts;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = p;
+    r->run_end += len;
+    r->stats.parts++;
+    p->queued_ms = clock_now_ms();
+    prefetch_submit(r->pool, &p->job);
+    return true;
+}
+
+/* Starts parts while the run's end is within the window ahead of the
+ * reads, up to max_parallel at once (r->lock held). */
+static void run_top_up(struct reader *r)
+{
+    if (!r->in_run)
+        return;
+    uint64_t base = r->next_off > r->want_end ? r->next_off : r->want_end;
+    while (r->inflight < r->cfg.max_parallel && r->run_end < base + r->ahead)
+        if (!run_extend(r))
+            break;
+    if (r->run_end >= r->attr.size && !r->parts)
+        run_stop(r); /* all fetched and read */
+}
+
+/* Gives back the blocks the reads are done with: every byte read, or reads
+ * well past them (a byte the page cache already had is never asked for),
+ * and drops parts with nothing left. Each block done with lets the run
+ * look further ahead (r->lock held). */
+static void run_release_read(struct reader *r)
+{
+    bool any = false;
+    /* parts the reads went well past, landed or not */
+    while (r->parts && r->parts->pins == 0 &&
+           r->parts->off + r->parts->len + READER_NEAR <= r->next_off) {
+        struct part *p = r->parts;
+        r->parts = p->next;
+        part_cancel(r, p);
+        any = true;
+    }
+    for (struct part *p = r->parts; p && p->pins == 0; p = p->next) {
+        while (p->released < p->nblocks) {
+            size_t b = p->released;
+            uint64_t start = (uint64_t)b * BLOCK;
+            size_t blen = block_len(p, b);
+            if (start + blen > p->got)
+                break; /* the fetch may still be writing into it */
+            if (p->consumed[b] < blen && p->off + start + blen + READER_NEAR > r->next_off)
+                break;
+            block_release(r, p, b);
+            p->released++;
+            any = true;
+            if (r->ahead < r->cfg.max_ahead)
+                r->ahead = min_size(2 * r->ahead, r->cfg.max_ahead);
+        }
+        if (p->released < p->nblocks)
+            break;
+    }
+    while (r->parts && r->parts->released == r->parts->nblocks && r->parts->pins == 0) {
+        struct part *p = r->parts;
+        r->parts = p->next;
+        part_cancel(r, p); /* done (freed now) or finishing */
+    }
+    if (any)
+        pthread_cond_broadcast(&r->changed); /* fetches waiting for room */
+}
+
+static struct part *run_find(struct reader *r, uint64_t at)
+{
+    for (struct part *p = r->parts; p; p = p->next)
+        if (at >= p->off && at < p->off + p->len)
+            return p;
     return NULL;
 }
 
-/* ---- the stream: reader side (r->lock held) ---------------------------- */
-
-static int stream_start(struct reader *r, uint64_t off)
+/* Copies what p has at `at` into dst, with r->lock dropped meanwhile: the
+ * pin keeps p and its blocks, and bytes below got never change. */
+static size_t part_copy_out(struct reader *r, struct part *p, char *dst, size_t size, uint64_t at)
 {
-    struct stream *st = &r->st;
-    if (!st->ring || !st->consumed) {
-        free(st->ring);
-        free(st->consumed);
-        st->ring = malloc(r->cfg.ring_size);
-        st->consumed = calloc(blocks_in_ring(r), sizeof(*st->consumed));
-        if (!st->ring || !st->consumed) {
-            free(st->ring);
-            free(st->consumed);
-            st->ring = NULL;
-            st->consumed = NULL;
-            return -ENOMEM;
-        }
-    }
-    memset(st->consumed, 0, blocks_in_ring(r) * sizeof(*st->consumed));
-    st->done = false;
-    st->error = 0;
-    st->cancel = false;
-    st->head = 0;
-    st->start = off;
-    st->base = off;
-    st->len = 0;
-    st->last_read_ms = clock_now_ms();
-    int rc = pthread_create(&st->thread, NULL, stream_main, r);
-    if (rc != 0)
-        return -rc;
-    st->state = STREAM_RUNNING;
-    r->stats.streams++;
-    log_debug("%s: stream from byte %llu", r->key, (unsigned long long)off);
-    return 0;
-}
-
-/* Stops the producer and waits for it. Drops r->lock while joining;
- * other readers meanwhile see STREAM_STOPPING and wait. */
-static void stream_stop(struct reader *r, const char *why)
-{
-    struct stream *st = &r->st;
-    if (st->state != STREAM_RUNNING)
-        return;
-    log_debug("%s: stream stopped at byte %llu (%s)", r->key,
-              (unsigned long long)(st->base + st->len), why);
-    st->state = STREAM_STOPPING;
-    st->cancel = true;
-    pthread_cond_broadcast(&r->changed);
+    uint64_t from = at - p->off;
+    size_t n = p->got - from < size ? (size_t)(p->got - from) : size;
+    p->pins++;
     pthread_mutex_unlock(&r->lock);
-    pthread_join(st->thread, NULL);
+    for (size_t done = 0; done < n;) {
+        size_t b = (size_t)((from + done) / BLOCK);
+        size_t in = (size_t)((from + done) % BLOCK);
+        size_t k = min_size(n - done, BLOCK - in);
+        memcpy(dst + done, p->blocks[b] + in, k);
+        done += k;
+    }
     pthread_mutex_lock(&r->lock);
-    st->state = STREAM_IDLE;
-    st->len = 0;
-    pthread_cond_broadcast(&r->changed);
-}
-
-static size_t ring_copy_out(struct reader *r, char *dst, size_t size, uint64_t off)
-{
-    struct stream *st = &r->st;
-    size_t cap = r->cfg.ring_size;
-    size_t avail = (size_t)(st->base + st->len - off);
-    size_t n = size < avail ? size : avail;
-    size_t from = (st->head + (size_t)(off - st->base)) % cap;
-    size_t first = cap - from < n ? cap - from : n;
-    memcpy(dst, st->ring + from, first);
-    memcpy(dst + first, st->ring, n - first);
-    /* count the bytes read against each block they fall in */
-    for (uint64_t at = off; at < off + n;) {
-        uint64_t b = stream_block_of(st, at);
-        uint64_t block_end = st->start + (b + 1) * STREAM_BLOCK;
-        uint64_t upto = block_end < off + n ? block_end : off + n;
-        st->consumed[b % blocks_in_ring(r)] += (uint32_t)(upto - at);
-        at = upto;
+    p->pins--;
+    for (size_t done = 0; done < n;) {
+        size_t b = (size_t)((from + done) / BLOCK);
+        size_t k = min_size(n - done, BLOCK - (size_t)((from + done) % BLOCK));
+        p->consumed[b] += (uint32_t)k;
+        done += k;
     }
-    st->last_read_ms = clock_now_ms();
-    pthread_cond_broadcast(&r->changed); /* the producer may have room now */
-    return n;
-}
-
-/* ---- window fetches ---------------------------------------------------- */
-
-static size_t copy_from_buffer(struct reader *r, char *dst, size_t size, uint64_t off)
-{
-    if (off < r->buf_off || off >= r->buf_off + r->buf_len)
-        return 0;
-    size_t avail = (size_t)(r->buf_off + r->buf_len - off);
-    size_t n = size < avail ? size : avail;
-    memcpy(dst, r->buf + (off - r->buf_off), n);
-    return n;
-}
-
-/* Fills the window buffer with [off, off + len). r->lock held across the
- * request: a window fetch is short, and concurrent reads of one file that
- * are not sequential gain little from overlapping. */
-static ssize_t fill(struct reader *r, uint64_t off, size_t len)
-{
-    if (len > r->buf_alloc) {
-        char *grown = realloc(r->buf, len);
-        if (!grown)
-            return -ENOMEM;
-        r->buf = grown;
-        r->buf_alloc = len;
-    }
-    r->buf_len = 0;
-    r->stats.fetches++;
-    ssize_t n = store_read(r->store, r->key, r->attr.generation, off, len, r->buf);
-    if (n < 0)
-        return n;
-    if (n == 0)
-        return -EIO; /* the object is shorter than its listed size: it changed */
-    r->buf_off = off;
-    r->buf_len = (size_t)n;
+    if (p->cancel)
+        zombie_reap(r, p);
     return n;
 }
 
 /* ---- reads -------------------------------------------------------------- */
 
+/* Fetches [at, at + len) straight into dst, r->lock dropped meanwhile. */
+static ssize_t fetch_exact(struct reader *r, char *dst, size_t len, uint64_t at)
+{
+    r->stats.fetches++;
+    pthread_mutex_unlock(&r->lock);
+    ssize_t n = store_read(r->store, r->key, r->attr.generation, at, len, dst);
+    pthread_mutex_lock(&r->lock);
+    if (n >= 0 && (size_t)n < len) {
+        /* shorter than its listed size: the object changed */
+        log_error("object %s ended at byte %llu, before its listed size %llu", r->key,
+                  (unsigned long long)(at + (uint64_t)n), (unsigned long long)r->attr.size);
+        n = -EIO;
+    }
+    return n;
+}
+
 ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
 {
-    struct stream *st = &r->st;
     ssize_t rc = 0;
     size_t done = 0;
 
     if (off >= r->attr.size || size == 0)
         return 0;
+    int64_t deadline = r->cfg.read_deadline_ms > 0 ? clock_now_ms() + r->cfg.read_deadline_ms : 0;
     if (size > r->attr.size - off)
         size = (size_t)(r->attr.size - off);
 
     pthread_mutex_lock(&r->lock);
-    /* Sequential: at or a little after where the last read ended. The
-     * kernel's readahead runs reads of one file on several threads, so they
-     * arrive a little out of order and an exact match would miss some. */
-    uint64_t near = 2 * (uint64_t)r->cfg.min_window;
-    bool sequential = off > 0 && off >= r->next_off && off <= r->next_off + near;
+    /* the first read at 0, or one at or a little after the last one's end */
+    bool sequential = r->any_read ? off >= r->next_off && off <= r->next_off + READER_NEAR
+                                  : off == 0;
+    r->any_read = true;
+    r->last_read_ms = clock_now_ms();
     while (done < size) {
         uint64_t at = off + done;
-        size_t n = copy_from_buffer(r, buf + done, size - done, at);
-        if (n > 0) {
-            done += n;
-            continue;
-        }
-        if (st->state == STREAM_STOPPING) {
-            pthread_cond_wait(&r->changed, &r->lock);
-            continue;
-        }
-        if (st->state == STREAM_RUNNING) {
-            uint64_t end = st->base + st->len;
-            if (at >= st->base && at < end) {
-                done += ring_copy_out(r, buf + done, size - done, at);
-                r->outside_run = 0;
-                continue;
-            }
-            uint64_t cap = r->cfg.ring_size;
-            if (at >= st->base + 2 * cap || at + cap < st->base) {
-                /* a jump: the stream's bytes are of no use any more */
-                stream_stop(r, "jump");
-                sequential = false;
-                continue; /* a random read, below */
-            }
-            if (at >= end && st->done) {
-                if (st->error == 0) {
-                    /* the stream ended before the listed size: the object changed */
-                    log_error("object %s ended at byte %llu, before its listed size %llu",
-                              r->key, (unsigned long long)end,
-                              (unsigned long long)r->attr.size);
-                    rc = -EIO;
-                    stream_stop(r, "short");
-                    goto out;
-                }
-                if (st->error != -ECANCELED && st->error != -ETIME) {
-                    rc = st->error;
-                    stream_stop(r, "error");
-                    goto out;
-                }
-                /* closed while idle: a fresh stream from here */
-                stream_stop(r, "idle");
-                sequential = true;
-                continue;
-            }
-            /* The producer cannot move while its ring is full of bytes
-             * not read yet (readahead far ahead of the reader). */
-            bool blocked = st->len == cap && !stream_first_block_read(r);
-            if (at >= end && !blocked) {
-                /* the producer is on its way there */
-                st->last_read_ms = clock_now_ms();
-                pthread_cond_wait(&r->changed, &r->lock);
-                continue;
-            }
-            /* A read the stream cannot serve soon (behind what it dropped,
-             * or ahead while it is blocked) gets a request of its own and
-             * leaves the stream alone, unless such reads go on in a row:
-             * then the reader has moved, and the stream follows. */
-            if (sequential && r->outside_run >= cap / 4) {
-                stream_stop(r, "moved");
-                r->outside_run = 0;
-                continue;
-            }
-            if ((rc = fill(r, at, size - done)) < 0)
-                goto out;
-            r->outside_run += (uint64_t)rc;
-            continue;
-        }
-        /* no stream */
-        if (sequential && store_can_stream(r->store) &&
-            r->attr.size - at > r->cfg.min_window) {
-            if ((rc = stream_start(r, at)) < 0)
-                goto out;
-            continue;
-        }
         size_t want = size - done;
-        size_t fetch = want;
-        if (at == 0 || sequential)
-            fetch = want > r->cfg.min_window ? want : r->cfg.min_window;
-        if (fetch > r->attr.size - at)
-            fetch = (size_t)(r->attr.size - at);
-        if ((rc = fill(r, at, fetch)) < 0)
+        struct part *p = run_find(r, at);
+        if (p && (at - p->off) / BLOCK < p->released) {
+            /* a straggler behind what the reads were done with */
+        } else if (p && at > p->off + p->got + r->ahead + READER_NEAR) {
+            /* far beyond what the GET has brought: a seek */
+            run_stop(r);
+            sequential = false;
+        } else if (p) {
+            if (at < p->off + p->got) {
+                done += part_copy_out(r, p, buf + done, want, at);
+                continue;
+            }
+            if (p->state == PART_DONE && p->error == -ETIME) {
+                run_stop(r); /* closed while idle: a fresh run from here */
+                run_start(r, at);
+                continue;
+            }
+            if (p->state == PART_DONE) {
+                rc = p->error < 0 ? p->error : -EIO;
+                run_stop(r); /* a later read starts afresh */
+                goto out;
+            }
+            int64_t now = clock_now_ms();
+            if (deadline > 0 && now >= deadline) {
+                /* the GET keeps retrying (it may get a byte now and then):
+                 * this read gives up, and so does the run */
+                log_error("%s: byte %llu did not arrive within the read deadline of %lld ms",
+                          r->key, (unsigned long long)at, (long long)r->cfg.read_deadline_ms);
+                r->stats.timeouts++;
+                rc = -ETIMEDOUT;
+                run_stop(r); /* a later read starts afresh */
+                goto out;
+            }
+            bool stuck = p->starved ||
+                         (p->state == PART_QUEUED && now - p->queued_ms > QUEUED_WAIT_MS);
+            if (!stuck) {
+                /* wait for the bytes asked, or the part's end */
+                uint64_t need = at - p->off + want;
+                if (need > p->len)
+                    need = p->len;
+                if (p->nwaiting == 0 || need < p->wake_at)
+                    p->wake_at = need;
+                if (at + want > r->want_end)
+                    r->want_end = at + want;
+                if (p->throttled)
+                    pthread_cond_broadcast(&r->changed); /* the window moved */
+                int64_t until = p->state == PART_QUEUED ? now + QUEUED_WAIT_MS : deadline;
+                if (deadline > 0 && until > deadline)
+                    until = deadline;
+                p->nwaiting++;
+                if (until > 0)
+                    wait_until(r, until);
+                else
+                    pthread_cond_wait(&r->changed, &r->lock);
+                p->nwaiting--;
+                if (p->cancel)
+                    zombie_reap(r, p); /* cancelled meanwhile: freed if it is over */
+                continue;
+            }
+            r->stats.fallbacks++; /* no budget or no worker: exactly what was asked */
+        } else if (r->in_run) {
+            uint64_t first = r->parts ? r->parts->off : r->run_end;
+            if (at >= r->run_end && at < r->run_end + READER_NEAR) {
+                /* reads caught up with the run: extend it to them */
+                bool extended = false;
+                while (at >= r->run_end && run_extend(r))
+                    extended = true;
+                if (extended)
+                    continue;
+            } else if (at + READER_NEAR < first || at >= r->run_end) {
+                run_stop(r); /* a seek: the run's bytes are of no use now */
+                sequential = false;
+            }
+            /* else a straggler behind the run: fetched exactly */
+        } else if (sequential && (at > 0 || r->attr.size > want)) {
+            run_start(r, at);
+            continue;
+        }
+        if ((rc = fetch_exact(r, buf + done, want, at)) < 0)
             goto out;
+        done += (size_t)rc;
     }
-    r->next_off = off + done;
+    /* within a run, reads arrive out of order: keep the furthest end */
+    if (!r->in_run || off + done > r->next_off)
+        r->next_off = off + done;
     rc = (ssize_t)done;
 out:
+    run_release_read(r);
+    run_top_up(r);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -429,15 +651,13 @@ void reader_free(struct reader *r)
     if (!r)
         return;
     pthread_mutex_lock(&r->lock);
-    while (r->st.state == STREAM_STOPPING)
+    run_stop(r);
+    while (r->zombies)
         pthread_cond_wait(&r->changed, &r->lock);
-    stream_stop(r, "closed");
     pthread_mutex_unlock(&r->lock);
+    prefetch_pool_free(r->own_pool);
     pthread_cond_destroy(&r->changed);
     pthread_mutex_destroy(&r->lock);
-    free(r->st.ring);
-    free(r->st.consumed);
-    free(r->buf);
     free(r->key);
     free(r);
 }

@@ -1,19 +1,40 @@
 /* The read path of one open file.
  *
- * - Random reads fetch just what was asked.
- * - The first read fetches a small window (1 MiB by default), so a small
- *   file is one request.
- * - A read that continues sequentially past that window starts a stream:
- *   one long ranged GET from there to the end of the object, run by a
- *   producer thread into a ring buffer (ring_size bytes) that reads
- *   consume. The producer waits while the ring is full, so memory stays
- *   bounded; a read that lands outside what the stream can reach stops it.
- *   A stream left unread for idle_ms is closed; a later read restarts one.
+ * - A random read (not at 0, nor at or a little after where the last one
+ *   ended) fetches exactly what was asked, straight into the caller's
+ *   buffer.
+ * - A sequential read (the kernel runs readahead on several threads, so
+ *   reads arrive slightly out of order) starts a run: ranged GETs of parts
+ *   (part_size bytes each, or one GET to the end of the object; a run from
+ *   offset 0 opens with a 1 MiB part, so a small file is one request) run on the
+ *   shared pool's workers, up to max_parallel at once, and stream into
+ *   1 MiB blocks. A run fetches at most `ahead` bytes beyond the reads
+ *   (2 MiB at first, doubling with each block read, up to max_ahead); a
+ *   GET that gets there waits (backpressure) rather than buffer more.
+ *   Reads copy from a block as soon as its bytes land.
+ * - A block is given back once every byte of it was read, or once reads
+ *   went well past it. A read far outside the run (a seek) cancels the
+ *   run's parts: queued ones never start, running ones stop at their next
+ *   piece of body. A run unread for idle_ms gives its GET back.
+ * - Every block is reserved from the pool's budget (prefetch.h). A GET
+ *   refused budget waits; a read waiting for such a GET (or for a worker
+ *   that stays busy) fetches exactly what it asked, so it always makes
+ *   progress.
+ * - A read waits for a run's bytes at most read_deadline_ms (the mount's
+ *   retry deadline): a run's GET counts its deadline from the last attempt
+ *   that delivered bytes, so a server that trickles a little and stalls
+ *   again could keep it going far longer. A read that reaches its deadline
+ *   fails with ETIMEDOUT and stops the run (its GET is cancelled); a read
+ *   whose part failed fails with that part's error. Either way the read
+ *   starts no other fetch of those bytes: a read takes about as long as
+ *   one request could, at most.
  *
  * A reader is shared by the threads serving one open file. r->lock guards
- * all its state; the producer thread takes it only around ring updates and
- * never holds it across a network call. Lock order: reader lock only (the
- * store takes its own locks below it). */
+ * its state; reads copy out of blocks with the lock dropped (the part is
+ * pinned meanwhile). Workers take r->lock briefly with each piece of body;
+ * the network is never waited for under it. Lock order: reader lock, then
+ * the pool's lock; the store takes its own locks below, never with r->lock
+ * held. reader_free() cancels and waits for every part of the reader. */
 #ifndef ZIPPERFS_READER_H
 #define ZIPPERFS_READER_H
 
@@ -21,27 +42,45 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "read/prefetch.h"
 #include "store/store.h"
 
 struct reader_config {
-    size_t min_window; /* the first fetch, and every random fetch at most */
-    size_t ring_size;  /* a stream's buffer */
-    int64_t idle_ms;   /* a stream unread this long is closed */
+    /* Bytes one GET of a run asks for; 0: from the run's start to the end
+     * of the object (one long GET, fewest requests). Smaller parts let
+     * several GETs of one file run in parallel. */
+    uint64_t part_size;
+    size_t max_ahead;      /* the most fetched ahead of the reads */
+    unsigned max_parallel; /* parts of one reader fetched at once */
+    int64_t idle_ms;       /* a run unread this long gives its GET back */
+    /* A read waiting this long for a run's bytes fails with -ETIMEDOUT;
+     * 0: no limit. */
+    int64_t read_deadline_ms;
+    /* Shared workers and budget (borrowed). NULL: the reader makes a pool
+     * of its own from `own` (tests, tools). */
+    struct prefetch_pool *pool;
+    struct prefetch_config own;
 };
 
 void reader_config_default(struct reader_config *cfg);
 
 struct reader_stats {
-    uint64_t fetches; /* window fetches (one request each) */
-    uint64_t streams; /* streams started */
+    uint64_t fetches;   /* requests made by the reading thread (window, exact) */
+    uint64_t parts;     /* parts fetched ahead (one request each) */
+    uint64_t cancelled; /* parts cancelled by a seek or an error */
+    uint64_t runs;      /* prefetch runs started */
+    uint64_t fallbacks; /* sequential reads fetched exactly for lack of budget */
+    uint64_t timeouts;  /* reads that reached read_deadline_ms */
+    size_t peak_held;   /* the most part bytes this reader held at once */
 };
 
 struct reader;
 
-/* key is copied; store is borrowed. attr fixes size and generation. */
+/* key is copied; store and cfg->pool are borrowed. attr fixes size and
+ * generation. */
 int reader_new(const struct reader_config *cfg, struct store *store, const char *key,
                const struct store_attr *attr, struct reader **out);
-/* Stops the stream, if any, and frees. */
+/* Cancels every part, waits for those running, and frees. */
 void reader_free(struct reader *r);
 
 /* Reads size bytes at off (fewer only at the end of the object). Returns

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "read/prefetch.h"
 #include "read/reader.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -42,12 +43,16 @@ struct fake_store {
     int fail;                 /* a -errno every read returns, or 0 */
     int stream_fail;          /* a -errno a stream returns after stream_after bytes */
     bool stream_short;        /* a stream ends (0) after stream_after bytes */
+    bool stream_stall;        /* a stream sends nothing more after stream_after bytes,
+                               * asking its sink (NULL, 0) until it says stop */
     uint64_t stream_after;
     struct rec reads[MAX_RECS];
     int nreads;
     struct rec streams[64];
     int nstreams;
     int active_streams;       /* producers inside stream() now */
+    int max_active;           /* the most ever at once */
+    unsigned delay_us;        /* a pause before each piece of a stream */
     uint64_t delivered;       /* bytes handed to sinks, all streams */
     char last_key[64];
 };
@@ -99,10 +104,14 @@ static int fake_stream(struct store *s, const char *key, int64_t generation, uin
         f->streams[f->nstreams] = (struct rec){off, len};
     f->nstreams++;
     f->active_streams++;
+    if (f->active_streams > f->max_active)
+        f->max_active = f->active_streams;
+    unsigned delay = f->delay_us;
     snprintf(f->last_key, sizeof(f->last_key), "%s", key);
     bool stale = generation != f->generation;
     int fail = f->stream_fail;
     bool cut = f->stream_short;
+    bool stall = f->stream_stall;
     uint64_t after = f->stream_after;
     uint64_t end = off + len < f->size ? off + len : f->size;
     pthread_mutex_unlock(&f->lock);
@@ -116,7 +125,16 @@ static int fake_stream(struct store *s, const char *key, int64_t generation, uin
             rc = fail; /* 0 when cut short */
             break;
         }
+        if (stall && pos - off >= after) {
+            /* as an HTTP stream that retries a stalled server: no byte, but
+             * the sink is asked now and then whether to go on */
+            while ((rc = sink(arg, NULL, 0)) == 0)
+                usleep(1000);
+            break;
+        }
         size_t n = end - pos < STREAM_CHUNK ? (size_t)(end - pos) : STREAM_CHUNK;
+        if (delay)
+            usleep(delay);
         for (size_t i = 0; i < n; i++)
             chunk[i] = (char)byte_at(pos + i);
         rc = sink(arg, chunk, n);
@@ -200,13 +218,13 @@ static int locked_int(struct fake_store *f, const int *p)
     return v;
 }
 
-static struct reader *open_reader_cfg(struct fake_store *f, size_t min_window, size_t ring,
+static struct reader *open_reader_cfg(struct fake_store *f, uint64_t part_size, size_t ahead,
                                       int64_t idle_ms)
 {
     struct reader_config cfg;
     reader_config_default(&cfg);
-    cfg.min_window = min_window;
-    cfg.ring_size = ring;
+    cfg.part_size = part_size;
+    cfg.max_ahead = ahead;
     cfg.idle_ms = idle_ms;
     struct store_attr attr = {.size = f->size, .generation = f->generation};
     struct reader *r = NULL;
@@ -215,9 +233,18 @@ static struct reader *open_reader_cfg(struct fake_store *f, size_t min_window, s
     return r;
 }
 
-static struct reader *open_reader(struct fake_store *f, size_t min_window)
+static struct reader *open_reader(struct fake_store *f)
 {
-    return open_reader_cfg(f, min_window, 4 * MIB, 30000);
+    return open_reader_cfg(f, 0, 32 * MIB, 30000);
+}
+
+/* Waits (a while at most) until no stream of f runs. */
+static void wait_streams_gone(struct fake_store *f)
+{
+    int64_t deadline = clock_now_ms() + 5000;
+    while (locked_int(f, &f->active_streams) > 0 && clock_now_ms() < deadline)
+        clock_sleep_ms(5);
+    assert_int_equal(locked_int(f, &f->active_streams), 0);
 }
 
 static void check_bytes(const char *buf, size_t n, uint64_t off)
@@ -250,9 +277,13 @@ static void test_reader_config_default(void **state)
     (void)state;
     struct reader_config cfg;
     reader_config_default(&cfg);
-    assert_true(cfg.min_window > 0);
-    assert_true(cfg.ring_size >= cfg.min_window);
+    assert_int_equal(cfg.part_size, 0); /* one GET to the end */
+    assert_true(cfg.max_ahead >= 2 * MIB);
+    assert_true(cfg.max_parallel > 0);
     assert_true(cfg.idle_ms > 0);
+    assert_int_equal(cfg.read_deadline_ms, 0); /* no limit unless the mount sets one */
+    assert_null(cfg.pool);
+    assert_true(cfg.own.budget > 0 && cfg.own.workers > 0);
 }
 
 static void test_reader_small_file_one_request(void **state)
@@ -260,19 +291,20 @@ static void test_reader_small_file_one_request(void **state)
     (void)state;
     const uint64_t size = 300 * KIB + 7;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader(f, 1 * MIB);
+    struct reader *r = open_reader(f);
     read_through(r, 0, size, 4096);
     char buf[16];
     assert_int_equal(reader_read(r, buf, sizeof(buf), size), 0);
-    assert_int_equal(f->nreads, 1);
-    assert_int_equal(f->reads[0].off, 0);
-    assert_int_equal(f->reads[0].len, size);
-    assert_int_equal(f->nstreams, 0);
+    assert_int_equal(f->nreads, 0);
+    assert_int_equal(f->nstreams, 1);
+    assert_int_equal(f->streams[0].off, 0);
+    assert_int_equal(f->streams[0].len, size);
     assert_string_equal(f->last_key, "dir/object.bin");
     struct reader_stats st;
     reader_get_stats(r, &st);
-    assert_int_equal(st.fetches, 1);
-    assert_int_equal(st.streams, 0);
+    assert_int_equal(st.fetches, 0);
+    assert_int_equal(st.parts, 1);
+    assert_int_equal(st.runs, 1);
     reader_free(r);
     fake_free(f);
 }
@@ -280,26 +312,25 @@ static void test_reader_small_file_one_request(void **state)
 static void sequential_case(size_t chunk)
 {
     const uint64_t size = 5 * MIB + 123;
-    const size_t min_w = 64 * KIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader(f, min_w);
+    struct reader *r = open_reader(f);
 
     read_through(r, 0, size, chunk);
     char buf[8];
     assert_int_equal(reader_read(r, buf, sizeof(buf), size), 0);
 
-    /* one small window, then one stream from its end to the end */
-    uint64_t first = chunk > min_w ? chunk : min_w;
-    if (f->nreads != 1 || f->nstreams != 1)
+    /* a first MiB, then one GET from there to the end */
+    if (f->nreads != 0 || f->nstreams != 2)
         fail_msg("chunk %zu: %d reads, %d streams", chunk, f->nreads, f->nstreams);
-    assert_int_equal(f->reads[0].off, 0);
-    assert_int_equal(f->reads[0].len, first);
-    assert_int_equal(f->streams[0].off, first);
-    assert_int_equal(f->streams[0].len, size - first);
+    assert_int_equal(f->streams[0].off, 0);
+    assert_int_equal(f->streams[0].len, 1 * MIB);
+    assert_int_equal(f->streams[1].off, 1 * MIB);
+    assert_int_equal(f->streams[1].len, size - 1 * MIB);
     struct reader_stats st;
     reader_get_stats(r, &st);
-    assert_int_equal(st.fetches, 1);
-    assert_int_equal(st.streams, 1);
+    assert_int_equal(st.fetches, 0);
+    assert_int_equal(st.parts, 2);
+    assert_true(st.peak_held <= 32 * MIB + MIB);
     reader_free(r);
     fake_free(f);
 }
@@ -308,24 +339,23 @@ static void test_reader_sequential_streams(void **state)
 {
     (void)state;
     sequential_case(4096);
-    sequential_case(10007); /* reads that straddle the window's end */
-    sequential_case(32 * KIB);
-    sequential_case(64 * KIB);
-    sequential_case(200 * KIB); /* reads larger than the window */
+    sequential_case(10007); /* reads that straddle blocks */
+    sequential_case(128 * KIB);
+    sequential_case(1 * MIB);
+    sequential_case(3 * MIB); /* reads larger than a block */
 }
 
 static void test_reader_sequential_without_streams(void **state)
 {
     (void)state;
-    /* a store with no stream(): sequential reads fetch window after window */
-    const uint64_t size = 1 * MIB + 5000;
-    const size_t min_w = 64 * KIB;
+    /* a store with no stream(): the run reads block after block */
+    const uint64_t size = 3 * MIB + 5000;
     struct fake_store *f = fake_new(size, false);
-    struct reader *r = open_reader(f, min_w);
+    struct reader *r = open_reader(f);
     read_through(r, 0, size, 10007);
     uint64_t pos = 0;
     for (int i = 0; i < f->nreads; i++) {
-        uint64_t len = size - pos < min_w ? size - pos : min_w;
+        uint64_t len = size - pos < MIB ? size - pos : MIB;
         if (f->reads[i].off != pos || f->reads[i].len != len)
             fail_msg("fetch %d was (%llu, %llu), want (%llu, %llu)", i,
                      (unsigned long long)f->reads[i].off, (unsigned long long)f->reads[i].len,
@@ -333,7 +363,7 @@ static void test_reader_sequential_without_streams(void **state)
         pos += len;
     }
     assert_int_equal(pos, size); /* every byte fetched once */
-    assert_int_equal(f->nreads, 17);
+    assert_int_equal(f->nreads, 4);
     assert_int_equal(f->nstreams, 0);
     reader_free(r);
     fake_free(f);
@@ -344,7 +374,7 @@ static void test_reader_random(void **state)
     (void)state;
     const uint64_t size = 64 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader(f, 1 * MIB);
+    struct reader *r = open_reader(f);
     char buf[8192];
     uint64_t rng = 0x1234567;
     uint64_t off = size - 5 * MIB;
@@ -361,26 +391,27 @@ static void test_reader_random(void **state)
         assert_int_equal(f->reads[before].len, len); /* just what was asked */
     }
     assert_int_equal(f->nstreams, 0);
-    /* rereading the last range is served from the buffer */
-    int before = f->nreads;
-    assert_int_equal(reader_read(r, buf, 10, off), 10);
-    check_bytes(buf, 10, off);
-    assert_int_equal(f->nreads, before);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.fetches, 200);
+    assert_int_equal(st.runs, 0);
+    assert_int_equal(st.peak_held, 0); /* straight into the caller's buffer */
     reader_free(r);
     fake_free(f);
 }
 
-static void test_reader_jump_stops_stream(void **state)
+static void test_reader_seek_cancels(void **state)
 {
     (void)state;
     const uint64_t size = 64 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader_cfg(f, 64 * KIB, 2 * MIB, 30000);
+    f->delay_us = 2000; /* a slow server: the run is still fetching at the seek */
+    struct reader *r = open_reader_cfg(f, 0, 8 * MIB, 30000);
     char buf[4096];
 
-    read_through(r, 0, 1 * MIB, sizeof(buf));
-    assert_int_equal(f->nstreams, 1);
-    /* a jump far ahead, out of the stream's reach: just what was asked */
+    read_through(r, 0, 256 * KIB, sizeof(buf));
+    assert_int_equal(f->nstreams, 2); /* the first MiB, and the rest */
+    /* a jump far ahead, out of the run's reach: just what was asked */
     int reads = f->nreads;
     uint64_t at = 40 * MIB + 123;
     assert_int_equal(reader_read(r, buf, sizeof(buf), at), sizeof(buf));
@@ -388,20 +419,24 @@ static void test_reader_jump_stops_stream(void **state)
     assert_int_equal(f->nreads, reads + 1);
     assert_int_equal(f->reads[reads].off, at);
     assert_int_equal(f->reads[reads].len, sizeof(buf));
-    assert_int_equal(locked_int(f, &f->active_streams), 0); /* the stream was stopped */
-    assert_int_equal(f->nstreams, 1);
+    wait_streams_gone(f); /* the GET was stopped */
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_true(st.cancelled >= 1);
+    assert_int_equal(f->nstreams, 2);
     /* and a jump back, likewise */
     at = 20 * MIB + 5;
     assert_int_equal(reader_read(r, buf, 100, at), 100);
     check_bytes(buf, 100, at);
     assert_int_equal(f->nreads, reads + 2);
     assert_int_equal(f->reads[reads + 1].len, 100);
-    assert_int_equal(f->nstreams, 1);
-    /* continuing sequentially from there streams again */
-    read_through(r, at + 100, at + 100 + 2 * MIB, sizeof(buf));
     assert_int_equal(f->nstreams, 2);
-    assert_int_equal(f->streams[1].off, at + 100);
-    assert_int_equal(f->streams[1].len, size - (at + 100));
+    /* continuing sequentially from there fetches ahead again */
+    f->delay_us = 0;
+    read_through(r, at + 100, at + 100 + 2 * MIB, sizeof(buf));
+    assert_int_equal(f->nstreams, 3);
+    assert_int_equal(f->streams[2].off, at + 100);
+    assert_int_equal(f->streams[2].len, size - (at + 100));
     reader_free(r);
     fake_free(f);
 }
@@ -409,33 +444,31 @@ static void test_reader_jump_stops_stream(void **state)
 static void test_reader_reordered_reads(void **state)
 {
     (void)state;
-    /* readahead may arrive a little out of order: reads inside the first
-     * window cost nothing, and a stream serves reads behind its newest */
+    /* readahead may arrive a little out of order: the run serves reads
+     * behind its newest and a little ahead of the last one */
     const uint64_t size = 16 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader_cfg(f, 256 * KIB, 4 * MIB, 30000);
+    struct reader *r = open_reader_cfg(f, 0, 4 * MIB, 30000);
     char buf[16 * KIB];
     assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
-    assert_int_equal(f->nreads, 1);
-    static const unsigned order[] = {3, 1, 2, 7, 5, 4, 6, 8, 12, 15};
+    static const unsigned order[] = {3, 1, 2, 7, 5, 4, 6, 8, 12, 15, 9, 10, 11, 13, 14};
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
         uint64_t off = (uint64_t)order[i] * sizeof(buf);
         assert_int_equal(reader_read(r, buf, sizeof(buf), off), sizeof(buf));
         check_bytes(buf, sizeof(buf), off);
     }
-    assert_int_equal(f->nreads, 1);
-    assert_int_equal(f->nstreams, 0);
-
     read_through(r, 256 * KIB, 2 * MIB, sizeof(buf));
-    assert_int_equal(f->nstreams, 1);
     static const uint64_t back[] = {2 * MIB - 16 * KIB, 1 * MIB + 512 * KIB, 2 * MIB - 64 * KIB,
                                     2 * MIB, 2 * MIB - 32 * KIB};
     for (size_t i = 0; i < sizeof(back) / sizeof(back[0]); i++) {
         assert_int_equal(reader_read(r, buf, sizeof(buf), back[i]), sizeof(buf));
         check_bytes(buf, sizeof(buf), back[i]);
     }
-    assert_int_equal(f->nreads, 1);
-    assert_int_equal(f->nstreams, 1);
+    read_through(r, 2 * MIB + 16 * KIB, size, 128 * KIB);
+    /* no read restarted the run; a straggler behind blocks already read
+     * is fetched on its own */
+    assert_int_equal(f->nstreams, 2);
+    assert_true(f->nreads <= 5);
     reader_free(r);
     fake_free(f);
 }
@@ -445,7 +478,7 @@ static void test_reader_eof(void **state)
     (void)state;
     const uint64_t size = 100000;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader(f, 64 * KIB);
+    struct reader *r = open_reader(f);
     char buf[4096];
 
     assert_int_equal(reader_read(r, buf, sizeof(buf), size), 0);
@@ -471,7 +504,7 @@ static void test_reader_eof(void **state)
 
     /* the end of a streamed file */
     f = fake_new(3 * MIB + 1, true);
-    r = open_reader(f, 64 * KIB);
+    r = open_reader(f);
     read_through(r, 0, 3 * MIB, 64 * KIB);
     assert_int_equal(reader_read(r, buf, sizeof(buf), 3 * MIB), 1);
     check_bytes(buf, 1, 3 * MIB);
@@ -481,7 +514,7 @@ static void test_reader_eof(void **state)
 
     /* an empty object */
     f = fake_new(0, true);
-    r = open_reader(f, 64 * KIB);
+    r = open_reader(f);
     assert_int_equal(reader_read(r, buf, sizeof(buf), 0), 0);
     assert_int_equal(f->nreads, 0);
     assert_int_equal(f->nstreams, 0);
@@ -493,43 +526,54 @@ static void test_reader_truncated_object(void **state)
 {
     (void)state;
     /* the store has fewer bytes than the listed size: the object changed */
-    struct fake_store *f = fake_new(1 * MIB, false);
-    struct store_attr attr = {.size = 2 * MIB, .generation = f->generation};
-    struct reader_config cfg;
-    reader_config_default(&cfg);
-    cfg.min_window = 64 * KIB;
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
-    char buf[4096];
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB + 8192), -EIO);
-    reader_free(r);
-    fake_free(f);
+    for (int streaming = 0; streaming < 2; streaming++) {
+        struct fake_store *f = fake_new(1 * MIB, streaming);
+        struct store_attr attr = {.size = 2 * MIB, .generation = f->generation};
+        struct reader_config cfg;
+        reader_config_default(&cfg);
+        struct reader *r = NULL;
+        assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+        char buf[4096];
+        /* an exact fetch */
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB + 8192), -EIO);
+        reader_free(r);
+        /* a run */
+        assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+        read_through(r, 0, 1 * MIB, 64 * KIB);
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB), -EIO);
+        reader_free(r);
+        fake_free(f);
+    }
 }
 
 static void test_reader_errors_propagate(void **state)
 {
     (void)state;
     static const int errs[] = {-EIO, -ETIMEDOUT, -EACCES, -ENOENT, -ENOMEM, -ECANCELED};
-    const uint64_t size = 1 * MIB;
+    const uint64_t size = 8 * MIB;
     char buf[4096];
-    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
-        struct fake_store *f = fake_new(size, false);
-        struct reader *r = open_reader(f, 64 * KIB);
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
-        f->fail = errs[i];
-        /* past the buffered window: the store is asked and fails */
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 512 * KIB), errs[i]);
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 512 * KIB), errs[i]);
-        /* a read straddling the window's end fails too, not short */
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 64 * KIB - 100), errs[i]);
-        f->fail = 0;
-        /* the reader recovers: no stale bytes from the failed fetch */
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 512 * KIB), sizeof(buf));
-        check_bytes(buf, sizeof(buf), 512 * KIB);
-        assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
-        check_bytes(buf, sizeof(buf), 0);
-        reader_free(r);
-        fake_free(f);
+    for (int streaming = 0; streaming < 2; streaming++) {
+        for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
+            struct fake_store *f = fake_new(size, streaming);
+            struct reader *r = open_reader(f);
+            f->fail = errs[i];
+            f->stream_fail = errs[i];
+            f->stream_after = 0;
+            /* an exact fetch fails with the store's errno */
+            assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), errs[i]);
+            assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), errs[i]);
+            /* so does a run's part */
+            assert_int_equal(reader_read(r, buf, sizeof(buf), 0), errs[i]);
+            assert_int_equal(reader_read(r, buf, sizeof(buf), 0), errs[i]);
+            f->fail = 0;
+            f->stream_fail = 0;
+            /* the reader recovers: no stale bytes from the failed fetch */
+            assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), sizeof(buf));
+            check_bytes(buf, sizeof(buf), 5 * MIB);
+            read_through(r, 0, 2 * MIB, sizeof(buf));
+            reader_free(r);
+            fake_free(f);
+        }
     }
 }
 
@@ -538,24 +582,29 @@ static void test_reader_stream_errors_propagate(void **state)
     (void)state;
     static const int errs[] = {-EIO, -ETIMEDOUT, -EACCES, -ESTALE};
     const uint64_t size = 8 * MIB;
-    const size_t min_w = 64 * KIB;
     const uint64_t after = 256 * KIB; /* the stream fails after this much */
     char buf[4096];
     for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++) {
         struct fake_store *f = fake_new(size, true);
         f->stream_fail = errs[i];
         f->stream_after = after;
-        struct reader *r = open_reader(f, min_w);
+        struct reader *r = open_reader(f);
         /* what arrived before the failure is served */
-        read_through(r, 0, min_w + after, sizeof(buf));
-        assert_int_equal(f->nstreams, 1);
+        read_through(r, 0, after, sizeof(buf));
+        int before = locked_int(f, &f->nstreams); /* the first MiB, and the rest */
+        struct reader_stats st0, st1;
+        reader_get_stats(r, &st0);
         /* then the stream's error, the same errno */
-        assert_int_equal(reader_read(r, buf, sizeof(buf), min_w + after), errs[i]);
+        assert_int_equal(reader_read(r, buf, sizeof(buf), after), errs[i]);
+        /* and the failing read fetched those bytes no other way */
+        reader_get_stats(r, &st1);
+        assert_int_equal(st1.parts, st0.parts);
+        assert_int_equal(st1.fetches, st0.fetches);
         /* recovery: a new stream from there */
         f->stream_fail = 0;
-        read_through(r, min_w + after, min_w + after + 1 * MIB, sizeof(buf));
-        assert_int_equal(f->nstreams, 2);
-        assert_int_equal(f->streams[1].off, min_w + after);
+        read_through(r, after, after + 1 * MIB, sizeof(buf));
+        assert_true(f->nstreams > before);
+        assert_int_equal(f->streams[f->nstreams - 1].off, after);
         reader_free(r);
         fake_free(f);
     }
@@ -568,10 +617,47 @@ static void test_reader_stream_short(void **state)
     struct fake_store *f = fake_new(8 * MIB, true);
     f->stream_short = true;
     f->stream_after = 512 * KIB;
-    struct reader *r = open_reader(f, 64 * KIB);
-    read_through(r, 0, 64 * KIB + 512 * KIB, 8192);
+    struct reader *r = open_reader(f);
+    read_through(r, 0, 512 * KIB, 8192);
     char buf[8192];
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 64 * KIB + 512 * KIB), -EIO);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 512 * KIB), -EIO);
+    reader_free(r);
+    fake_free(f);
+}
+
+static void test_reader_read_deadline(void **state)
+{
+    (void)state;
+    /* a GET that never ends and never brings the bytes a read waits for
+     * (a server that stalls, retried forever): the read gives up at its
+     * deadline, stops the run, and starts no other fetch */
+    const uint64_t after = 256 * KIB;
+    char buf[4096];
+    struct fake_store *f = fake_new(8 * MIB, true);
+    f->stream_stall = true;
+    f->stream_after = after;
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.read_deadline_ms = 50;
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    read_through(r, 0, after, sizeof(buf));
+    struct reader_stats st0, st1;
+    reader_get_stats(r, &st0);
+    assert_int_equal(st0.timeouts, 0);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), after), -ETIMEDOUT);
+    reader_get_stats(r, &st1);
+    assert_int_equal(st1.timeouts, 1);
+    assert_int_equal(st1.parts, st0.parts);
+    assert_int_equal(st1.fetches, st0.fetches);
+    assert_true(st1.cancelled > st0.cancelled);
+    wait_streams_gone(f); /* the stalled GETs were cancelled */
+    /* the server recovers: a later read starts afresh */
+    pthread_mutex_lock(&f->lock);
+    f->stream_stall = false;
+    pthread_mutex_unlock(&f->lock);
+    read_through(r, after, 2 * MIB, sizeof(buf));
     reader_free(r);
     fake_free(f);
 }
@@ -580,50 +666,44 @@ static void test_reader_stale(void **state)
 {
     (void)state;
     char buf[4096];
-    /* the window path */
-    struct fake_store *f = fake_new(2 * MIB, false);
-    struct reader *r = open_reader(f, 64 * KIB);
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
-    f->generation++; /* the object was replaced */
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB), -ESTALE);
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB + 8192), -ESTALE);
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 2 * MIB - 10), -ESTALE);
-    reader_free(r);
-    fake_free(f);
-
-    /* the stream path */
-    f = fake_new(8 * MIB, true);
-    r = open_reader(f, 64 * KIB);
-    read_through(r, 0, 64 * KIB, sizeof(buf));
-    f->generation++;
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 64 * KIB), -ESTALE);
-    assert_int_equal(f->nstreams, 1);
-    assert_int_equal(reader_read(r, buf, sizeof(buf), 64 * KIB), -ESTALE);
-    reader_free(r);
-    fake_free(f);
+    for (int streaming = 0; streaming < 2; streaming++) {
+        struct fake_store *f = fake_new(8 * MIB, streaming);
+        struct reader *r = open_reader(f);
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 4 * MIB), sizeof(buf));
+        f->generation++; /* the object was replaced */
+        /* an exact fetch, then a run */
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB), -ESTALE);
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB + 4096), -ESTALE);
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB + 8192), -ESTALE);
+        reader_free(r);
+        fake_free(f);
+    }
 }
 
-static void test_reader_ring_bounded(void **state)
+static void test_reader_window_bounded(void **state)
 {
     (void)state;
-    /* the producer waits while the ring is full: it never runs further
-     * ahead of the reads than the ring holds */
+    /* the GET waits once it is max_ahead past the reads: it never runs
+     * further ahead than that */
     const uint64_t size = 64 * MIB;
-    const size_t ring = 4 * MIB;
+    const size_t ahead = 4 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader_cfg(f, 64 * KIB, ring, 30000);
+    struct reader *r = open_reader_cfg(f, 0, ahead, 30000);
     read_through(r, 0, 2 * MIB, 64 * KIB);
     clock_sleep_ms(150);
     uint64_t delivered = __atomic_load_n(&f->delivered, __ATOMIC_RELAXED);
-    assert_true(delivered >= 2 * MIB - 64 * KIB);
-    assert_true(delivered <= 2 * MIB - 64 * KIB + ring);
+    assert_true(delivered >= 2 * MIB);
+    assert_true(delivered <= 2 * MIB + ahead + STREAM_CHUNK);
     read_through(r, 2 * MIB, 10 * MIB, 128 * KIB);
     clock_sleep_ms(150);
     delivered = __atomic_load_n(&f->delivered, __ATOMIC_RELAXED);
-    assert_true(delivered <= 10 * MIB - 64 * KIB + ring);
-    assert_int_equal(f->nstreams, 1);
+    assert_true(delivered <= 10 * MIB + ahead + STREAM_CHUNK);
+    assert_int_equal(f->nstreams, 2);
     assert_int_equal(locked_int(f, &f->active_streams), 1); /* waiting, not done */
-    reader_free(r); /* stops the waiting producer */
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_true(st.peak_held <= ahead + 2 * MIB);
+    reader_free(r); /* stops the waiting GET */
     assert_int_equal(f->active_streams, 0);
     fake_free(f);
 }
@@ -633,23 +713,54 @@ static void test_reader_idle_stream_closed(void **state)
     (void)state;
     const uint64_t size = 16 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader_cfg(f, 64 * KIB, 2 * MIB, 200);
+    struct reader *r = open_reader_cfg(f, 0, 2 * MIB, 200);
     read_through(r, 0, 1 * MIB, 64 * KIB);
-    assert_int_equal(f->nstreams, 1);
-    /* unread, the producer gives its connection back */
-    int64_t deadline = clock_now_ms() + 5000;
-    while (locked_int(f, &f->active_streams) > 0 && clock_now_ms() < deadline)
-        clock_sleep_ms(20);
-    assert_int_equal(locked_int(f, &f->active_streams), 0);
-    /* a later read goes on where it was, restarting a stream (again if
-     * this machine pauses the reads past idle_ms) */
+    assert_int_equal(f->nstreams, 2);
+    /* unread, the GET gives its connection back */
+    wait_streams_gone(f);
+    /* a later read goes on where it was, restarting a run (again if this
+     * machine pauses the reads past idle_ms) */
     read_through(r, 1 * MIB, size, 64 * KIB);
-    assert_true(f->nstreams >= 2);
-    assert_true(f->streams[1].off > 1 * MIB); /* from where the first one stopped */
+    assert_true(f->nstreams >= 3);
+    assert_true(f->streams[2].off > 1 * MIB); /* from where the last one stopped */
     struct reader_stats st;
     reader_get_stats(r, &st);
-    assert_int_equal(st.streams, (uint64_t)f->nstreams);
-    assert_int_equal(st.fetches, 1);
+    assert_int_equal(st.parts, (uint64_t)f->nstreams);
+    assert_int_equal(st.fetches, 0);
+    reader_free(r);
+    fake_free(f);
+}
+
+static void test_reader_parallel_parts(void **state)
+{
+    (void)state;
+    /* parts of 1 MiB, several GETs at once, every byte right */
+    const uint64_t size = 24 * MIB + 77;
+    struct fake_store *f = fake_new(size, true);
+    f->delay_us = 300;
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.part_size = 1 * MIB;
+    cfg.max_parallel = 4;
+    cfg.max_ahead = 8 * MIB;
+    cfg.own.workers = 4;
+    struct store_attr attr = {.size = size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    read_through(r, 0, size, 128 * KIB);
+    assert_int_equal(f->nreads, 0);
+    assert_int_equal(f->nstreams, 25);
+    for (int i = 0; i < f->nstreams; i++) {
+        /* consecutive parts, in order of submission */
+        bool found = false;
+        for (int k = 0; k < f->nstreams; k++)
+            if (f->streams[k].off == (uint64_t)i * MIB)
+                found = f->streams[k].len == (i == 24 ? 77 : MIB);
+        if (!found)
+            fail_msg("no part of 1 MiB at %d MiB", i);
+    }
+    assert_true(f->max_active > 1);
+    assert_true(f->max_active <= 4);
     reader_free(r);
     fake_free(f);
 }
@@ -657,15 +768,20 @@ static void test_reader_idle_stream_closed(void **state)
 struct thread_arg {
     struct reader *r;
     uint64_t start, end;
+    size_t chunk;
     int errors;
 };
 
 static void *read_range(void *p)
 {
     struct thread_arg *t = p;
-    char buf[3000];
-    for (uint64_t off = t->start; off < t->end; off += sizeof(buf)) {
-        size_t want = t->end - off < sizeof(buf) ? (size_t)(t->end - off) : sizeof(buf);
+    char *buf = malloc(t->chunk);
+    if (!buf) {
+        t->errors++;
+        return NULL;
+    }
+    for (uint64_t off = t->start; off < t->end; off += t->chunk) {
+        size_t want = t->end - off < t->chunk ? (size_t)(t->end - off) : t->chunk;
         ssize_t n = reader_read(t->r, buf, want, off);
         if (n != (ssize_t)want) {
             t->errors++;
@@ -677,6 +793,7 @@ static void *read_range(void *p)
                 break;
             }
     }
+    free(buf);
     return NULL;
 }
 
@@ -686,12 +803,12 @@ static void test_reader_threads(void **state)
     /* four threads reading their own quarter of one open file */
     const uint64_t size = 8 * MIB;
     struct fake_store *f = fake_new(size, true);
-    struct reader *r = open_reader_cfg(f, 32 * KIB, 2 * MIB, 30000);
+    struct reader *r = open_reader_cfg(f, 0, 2 * MIB, 30000);
     pthread_t th[4];
     struct thread_arg args[4];
     for (int i = 0; i < 4; i++) {
         args[i] = (struct thread_arg){.r = r, .start = size / 4 * (uint64_t)i,
-                                      .end = size / 4 * (uint64_t)(i + 1)};
+                                      .end = size / 4 * (uint64_t)(i + 1), .chunk = 30000};
         assert_int_equal(pthread_create(&th[i], NULL, read_range, &args[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
@@ -700,6 +817,117 @@ static void test_reader_threads(void **state)
     }
     reader_free(r);
     fake_free(f);
+}
+
+/* Readers sharing one pool: however many read at once, the blocks held
+ * never exceed the budget, and every reader finishes with the right bytes,
+ * even one budget block for all of them. */
+static void shared_budget_case(size_t budget, uint64_t part_size)
+{
+    enum { READERS = 4 };
+    const uint64_t size = 12 * MIB + 5;
+    struct fake_store *f = fake_new(size, true);
+    f->delay_us = 100;
+    struct prefetch_config pc = {.budget = budget, .workers = 4};
+    struct prefetch_pool *pool = NULL;
+    assert_int_equal(prefetch_pool_new(&pc, &pool), 0);
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.pool = pool;
+    cfg.part_size = part_size;
+    cfg.max_ahead = 16 * MIB;
+    struct store_attr attr = {.size = size, .generation = f->generation};
+    struct reader *r[READERS];
+    pthread_t th[READERS];
+    struct thread_arg args[READERS];
+    for (int i = 0; i < READERS; i++) {
+        assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r[i]), 0);
+        args[i] = (struct thread_arg){.r = r[i], .start = 0, .end = size, .chunk = 256 * KIB};
+        assert_int_equal(pthread_create(&th[i], NULL, read_range, &args[i]), 0);
+    }
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].errors, 0);
+    }
+    struct prefetch_stats ps;
+    prefetch_get_stats(pool, &ps);
+    if (ps.peak > budget)
+        fail_msg("held %zu bytes, budget %zu", ps.peak, budget);
+    assert_true(ps.peak > 0);
+    for (int i = 0; i < READERS; i++)
+        reader_free(r[i]);
+    prefetch_get_stats(pool, &ps);
+    assert_int_equal(ps.held, 0); /* all given back, spares too */
+    assert_int_equal(ps.readers, 0);
+    prefetch_pool_free(pool);
+    fake_free(f);
+}
+
+static void test_reader_shared_budget(void **state)
+{
+    (void)state;
+    shared_budget_case(8 * MIB, 0);
+    shared_budget_case(8 * MIB, 2 * MIB);
+    shared_budget_case(1 * MIB, 0); /* one block for four readers */
+    shared_budget_case(3 * MIB, 1 * MIB);
+}
+
+static void test_reader_no_budget_progress(void **state)
+{
+    (void)state;
+    /* a reader that gets no budget at all still reads, exactly */
+    const uint64_t size = 6 * MIB;
+    struct fake_store *f = fake_new(size, true);
+    struct prefetch_config pc = {.budget = 1 * MIB, .workers = 2};
+    struct prefetch_pool *pool = NULL;
+    assert_int_equal(prefetch_pool_new(&pc, &pool), 0);
+    struct prefetch_account hog = {0};
+    prefetch_register(pool, &hog);
+    char *all = prefetch_reserve(pool, &hog, 1 * MIB); /* someone holds it all */
+    assert_non_null(all);
+    assert_null(prefetch_reserve(pool, &hog, 1));
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.pool = pool;
+    struct store_attr attr = {.size = size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    read_through(r, 0, size, 256 * KIB);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_true(st.fallbacks > 0);
+    assert_int_equal(st.peak_held, 0);
+    reader_free(r);
+    prefetch_release(pool, &hog, all, 1 * MIB);
+    prefetch_unregister(pool, &hog);
+    struct prefetch_stats ps;
+    prefetch_get_stats(pool, &ps);
+    assert_int_equal(ps.peak, 1 * MIB);
+    assert_true(ps.refused > 0);
+    prefetch_pool_free(pool);
+    fake_free(f);
+}
+
+static void test_reader_free_in_flight(void **state)
+{
+    (void)state;
+    /* freed while its GETs are queued and running: nothing outlives it */
+    for (int i = 0; i < 20; i++) {
+        struct fake_store *f = fake_new(64 * MIB, true);
+        f->delay_us = (unsigned)(i % 4) * 500;
+        struct reader_config cfg;
+        reader_config_default(&cfg);
+        cfg.part_size = (i % 2) ? 1 * MIB : 0;
+        cfg.own.workers = 2;
+        struct store_attr attr = {.size = f->size, .generation = f->generation};
+        struct reader *r = NULL;
+        assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+        char buf[4096];
+        assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
+        check_bytes(buf, sizeof(buf), 0);
+        reader_free(r);
+        fake_free(f); /* checks no stream runs */
+    }
 }
 
 /* ---- store_local ------------------------------------------------------ */
@@ -971,8 +1199,7 @@ static void test_local_reader_stack(void **state)
     assert_int_equal(a.size, size);
     struct reader_config cfg;
     reader_config_default(&cfg);
-    cfg.min_window = 64 * KIB;
-    cfg.ring_size = 2 * MIB;
+    cfg.max_ahead = 2 * MIB;
     struct reader *r = NULL;
     assert_int_equal(reader_new(&cfg, s, "big.bin", &a, &r), 0);
     read_through(r, 0, size, 100000);
@@ -980,7 +1207,8 @@ static void test_local_reader_stack(void **state)
     assert_int_equal(reader_read(r, buf, sizeof(buf), size), 0);
     struct reader_stats st;
     reader_get_stats(r, &st);
-    assert_int_equal(st.streams, 1);
+    assert_int_equal(st.runs, 1);
+    assert_int_equal(st.parts, 2);
     reader_free(r);
 
     /* replaced while streaming: what was read is right, then -ESTALE */
@@ -1017,17 +1245,22 @@ int main(void)
         cmocka_unit_test(test_reader_sequential_streams),
         cmocka_unit_test(test_reader_sequential_without_streams),
         cmocka_unit_test(test_reader_random),
-        cmocka_unit_test(test_reader_jump_stops_stream),
+        cmocka_unit_test(test_reader_seek_cancels),
         cmocka_unit_test(test_reader_reordered_reads),
         cmocka_unit_test(test_reader_eof),
         cmocka_unit_test(test_reader_truncated_object),
         cmocka_unit_test(test_reader_errors_propagate),
         cmocka_unit_test(test_reader_stream_errors_propagate),
         cmocka_unit_test(test_reader_stream_short),
+        cmocka_unit_test(test_reader_read_deadline),
         cmocka_unit_test(test_reader_stale),
-        cmocka_unit_test(test_reader_ring_bounded),
+        cmocka_unit_test(test_reader_window_bounded),
         cmocka_unit_test(test_reader_idle_stream_closed),
         cmocka_unit_test(test_reader_threads),
+        cmocka_unit_test(test_reader_parallel_parts),
+        cmocka_unit_test(test_reader_shared_budget),
+        cmocka_unit_test(test_reader_no_budget_progress),
+        cmocka_unit_test(test_reader_free_in_flight),
         cmocka_unit_test_setup_teardown(test_local_new, tree_setup, tree_teardown),
         cmocka_unit_test_setup_teardown(test_local_list_dir, tree_setup, tree_teardown),
         cmocka_unit_test_setup_teardown(test_local_stat_and_prefix, tree_setup, tree_teardown),
