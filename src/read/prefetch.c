@@ -3,7 +3,10 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+
+#include "util/log.h"
 
 #define PREFETCH_MAX_WORKERS 64
 /* Buffers kept for reuse, at most */
@@ -86,15 +89,23 @@ int prefetch_pool_new(const struct prefetch_config *cfg, struct prefetch_pool **
     p->stats.budget = p->cfg.budget;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
-    for (; p->nthreads < p->cfg.workers; p->nthreads++) {
-        int rc = pthread_create(&p->threads[p->nthreads], NULL, worker_main, p);
-        if (rc != 0) {
-            prefetch_pool_free(p);
-            return -rc;
-        }
-    }
     *out = p;
     return 0;
+}
+
+/* The workers start with the first job, not with the pool: the daemon
+ * builds its pool before it forks into the background, and a fork keeps
+ * only the thread that calls it. p->lock held. */
+static void start_workers(struct prefetch_pool *p)
+{
+    while (p->nthreads < p->cfg.workers) {
+        int rc = pthread_create(&p->threads[p->nthreads], NULL, worker_main, p);
+        if (rc != 0) {
+            log_error("prefetch: cannot start a worker thread: %s", strerror(rc));
+            break;
+        }
+        p->nthreads++;
+    }
 }
 
 /* Frees the spares (p->lock held). */
@@ -126,6 +137,10 @@ void prefetch_pool_free(struct prefetch_pool *p)
 void prefetch_submit(struct prefetch_pool *p, struct prefetch_job *job)
 {
     pthread_mutex_lock(&p->lock);
+    /* (with no thread to be had, the job waits: a reader whose part does
+     * not start soon fetches what it needs itself) */
+    if (p->nthreads == 0)
+        start_workers(p);
     job->next = NULL;
     job->queued = true;
     if (p->tail)

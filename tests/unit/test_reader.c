@@ -247,6 +247,14 @@ static void wait_streams_gone(struct fake_store *f)
     assert_int_equal(locked_int(f, &f->active_streams), 0);
 }
 
+/* The GETs a reader submits start on the pool's threads a moment later. */
+static void wait_nstreams(struct fake_store *f, int n)
+{
+    int64_t deadline = clock_now_ms() + 5000;
+    while (locked_int(f, &f->nstreams) < n && clock_now_ms() < deadline)
+        clock_sleep_ms(2);
+}
+
 static void check_bytes(const char *buf, size_t n, uint64_t off)
 {
     for (size_t i = 0; i < n; i++)
@@ -715,7 +723,8 @@ static void test_reader_idle_stream_closed(void **state)
     struct fake_store *f = fake_new(size, true);
     struct reader *r = open_reader_cfg(f, 0, 2 * MIB, 200);
     read_through(r, 0, 1 * MIB, 64 * KIB);
-    assert_int_equal(f->nstreams, 2);
+    wait_nstreams(f, 2);
+    assert_int_equal(locked_int(f, &f->nstreams), 2);
     /* unread, the GET gives its connection back */
     wait_streams_gone(f);
     /* a later read goes on where it was, restarting a run (again if this
