@@ -773,7 +773,7 @@ void request_set_get_stats(struct request_set *rs, struct request_set_stats *out
     *out = rs->stats;
     unsigned queued = 0;
     for (struct entry *e = rs->queue_head; e; e = e->queue_next)
-        queued++;
+        queued += e->state == STATE_QUEUED && !e->superseded;
     out->queued = queued;
     pthread_mutex_unlock(&rs->lock);
 }
