@@ -19,6 +19,7 @@
 #include "http/retry.h"
 #include "notify/message.h"
 #include "util/clock.h"
+#include "util/fileio.h"
 #include "util/log.h"
 
 /* A message's directory in pending/ is "ID-STEM" (layout in outbox.h). */
@@ -94,21 +95,6 @@ struct outbox {
 
 /* ---- small file helpers ------------------------------------------------ */
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Reads exactly n bytes; -EIO if the file is shorter (it changed under us). */
 static int read_all(int fd, uint8_t *p, size_t n)
 {
@@ -125,47 +111,6 @@ static int read_all(int fd, uint8_t *p, size_t n)
         n -= (size_t)r;
     }
     return 0;
-}
-
-static int fsync_path(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
-/* Creates dir and its missing parents with mode; 0 if it is a directory. */
-static int mkdir_p(const char *dir, mode_t mode)
-{
-    int rc = 0;
-    char *path = strdup(dir);
-    if (!path)
-        return -ENOMEM;
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/')
-        path[--n] = '\0';
-    for (char *p = path + 1;; p++) {
-        bool last = *p == '\0';
-        if (*p != '/' && !last)
-            continue;
-        *p = '\0';
-        /* EEXIST, or EACCES/EROFS that some filesystems give for a
-         * directory that exists: the stat below decides */
-        (void)mkdir(path, mode);
-        if (last)
-            break;
-        *p = '/';
-    }
-    struct stat st;
-    if (stat(path, &st) != 0)
-        rc = -errno;
-    else if (!S_ISDIR(st.st_mode))
-        rc = -ENOTDIR;
-    free(path);
-    return rc;
 }
 
 /* Opens (creating it) the subdirectory name of root. */
@@ -496,7 +441,7 @@ static int spool_write(struct outbox *o, const struct entry *e, const uint8_t *m
         rc = -errno;
         goto out;
     }
-    if ((rc = write_all(fd, msg, len)) < 0)
+    if ((rc = fileio_write_all(fd, msg, len)) < 0)
         goto out;
     /* mkstemp makes 0600; a consumer may run as another user of the group */
     if (fchmod(fd, 0640) != 0 || fsync(fd) != 0) {
@@ -523,7 +468,7 @@ static int spool_write(struct outbox *o, const struct entry *e, const uint8_t *m
             rc = 0; /* our own copy, from before a crash that kept it pending */
     }
     if (rc == 0) {
-        rc = fsync_path(o->notify_dir);
+        rc = fileio_fsync_dir(o->notify_dir);
         if (rc < 0)
             log_warn("outbox: fsync %s: %s", o->notify_dir, strerror(-rc));
         rc = 0; /* linked: the file is there, only its durability is in doubt */
@@ -965,7 +910,7 @@ int outbox_new(const struct outbox_config *cfg, struct outbox **out)
      * across restarts even when the outbox was empty */
     o->next_id = wall_clock_us();
 
-    if ((rc = mkdir_p(o->dir, 0700)) < 0)
+    if ((rc = fileio_mkdir_p(o->dir, 0700)) < 0)
         goto out;
     root = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) {
@@ -991,7 +936,7 @@ int outbox_new(const struct outbox_config *cfg, struct outbox **out)
         goto out;
     }
     if (o->notify_dir) {
-        if ((rc = mkdir_p(o->notify_dir, 0750)) < 0) {
+        if ((rc = fileio_mkdir_p(o->notify_dir, 0750)) < 0) {
             log_error("outbox: notify_dir %s: %s", o->notify_dir, strerror(-rc));
             goto out;
         }
@@ -1103,7 +1048,7 @@ int outbox_enqueue(struct outbox *o, const char *label, const uint8_t *msg, size
             rc = -errno;
             goto out;
         }
-        if ((rc = write_all(fd, msg, len)) < 0)
+        if ((rc = fileio_write_all(fd, msg, len)) < 0)
             goto out;
         if (fsync(fd) != 0) {
             rc = -errno;

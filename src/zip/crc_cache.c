@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "util/clock.h"
+#include "util/fileio.h"
 #include "util/log.h"
 #include "zip/crc.h"
 
@@ -319,44 +320,6 @@ static char *path_join(const char *dir, const char *name)
     return p;
 }
 
-static int mkdir_p(const char *dir)
-{
-    int r = 0;
-    char *path = strdup(dir);
-    if (!path)
-        return -ENOMEM;
-    size_t n = strlen(path);
-    while (n > 1 && path[n - 1] == '/')
-        path[--n] = '\0';
-    for (char *p = path + 1;; p++) {
-        bool last = *p == '\0';
-        if (*p != '/' && !last)
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-            /* some filesystems say EACCES or EROFS for a directory that exists */
-            struct stat st;
-            r = -errno;
-            if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-                goto out;
-            r = 0;
-        }
-        if (last)
-            break;
-        *p = '/';
-    }
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        r = -errno;
-        goto out;
-    }
-    if (!S_ISDIR(st.st_mode))
-        r = -ENOTDIR;
-out:
-    free(path);
-    return r;
-}
-
 static int open_log(const char *path)
 {
     int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
@@ -503,32 +466,6 @@ out:
     return r;
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int r = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return r;
-}
-
 /* Rewrites the log as the live entries, oldest first (so a reload restores
  * their recency), through crc-v1.log.tmp, fsync and rename: a crash leaves
  * either the old log or the new one.  Caller holds the lock and the flock
@@ -553,7 +490,7 @@ static int compact(struct crc_cache *c)
         struct entry *e = entry_of(l);
         size_t size = record_size(e->slen, e->klen);
         if (READ_BUF - used < size) {
-            r = write_all(fd, buf, used);
+            r = fileio_write_all(fd, buf, used);
             if (r < 0)
                 goto out;
             used = 0;
@@ -563,7 +500,7 @@ static int compact(struct crc_cache *c)
         used += size;
         written += size;
     }
-    r = write_all(fd, buf, used);
+    r = fileio_write_all(fd, buf, used);
     if (r < 0)
         goto out;
     if (fsync(fd) != 0) {
@@ -578,7 +515,7 @@ static int compact(struct crc_cache *c)
         r = -errno;
         goto out;
     }
-    r = fsync_dir(c->dir);
+    r = fileio_fsync_dir(c->dir);
     if (r < 0)
         log_warn("crc cache %s: fsync: %s", c->dir, strerror(-r));
     r = 0; /* renamed: the new file is the log whether or not the name is durable */
@@ -685,7 +622,7 @@ int crc_cache_open(const char *dir, size_t max_entries, struct crc_cache **out)
         r = -ENOMEM;
         goto out;
     }
-    r = mkdir_p(dir);
+    r = fileio_mkdir_p(dir, 0700);
     if (r < 0) {
         log_warn("crc cache %s: cannot create: %s", dir, strerror(-r));
         goto out;
