@@ -25,7 +25,9 @@
 // Prints exactly one line "READY HOST:PORT" once listening; exits cleanly on
 // SIGTERM/SIGINT. Control API (never a bucket: S3 bucket names hold no "_"):
 //   GET  /__control__/log        JSON list of {method, path, range, ifMatch,
-//                                authorization, signedHeaders, status, peer}
+//                                authorization, signedHeaders, status, peer,
+//                                active: requests in progress when it came,
+//                                itself included}
 //   POST /__control__/reset      clears the log
 //   POST /__control__/if_match   {"enabled": true|false}
 // See scripts/S3-SERVER.md for what s3rver does. Install the package first:
@@ -280,6 +282,7 @@ function verifySigV4(req) {
 
 const requestLog = [];
 const LOG_CAP = 200000;
+let activeRequests = 0; // requests received and not yet answered in full
 let ifMatchEnabled = true;
 
 function bucketAndKey(req) {
@@ -335,11 +338,15 @@ async function front(req, res, handler, store) {
     signedHeaders: null,
     status: null,
     peer: req.socket.remotePort,
+    active: ++activeRequests, // this one included
   };
   const m = /SignedHeaders=([^,]+)/.exec(req.headers["authorization"] || "");
   if (m) entry.signedHeaders = m[1];
   if (requestLog.length < LOG_CAP) requestLog.push(entry);
-  res.on("finish", () => { entry.status = res.statusCode; });
+  let counted = true;
+  const done = () => { if (counted) { counted = false; activeRequests--; } };
+  res.on("finish", () => { entry.status = res.statusCode; done(); });
+  res.on("close", done);
 
   const [bucket, key] = bucketAndKey(req);
   if (entry.authorization) {

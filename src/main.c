@@ -21,7 +21,7 @@ struct cli {
     unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, retries, read_window_mb;
-    unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb;
+    unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb, lookahead;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
     unsigned crc_cache_entries;
@@ -60,6 +60,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("prefetch_budget_mb=%u", prefetch_budget_mb),
     CLI_OPT("prefetch_parallel=%u", prefetch_parallel),
     CLI_OPT("prefetch_part_mb=%u", prefetch_part_mb),
+    CLI_OPT("lookahead=%u", lookahead),
     CLI_OPT("file_mode=%o", file_mode),
     CLI_OPT("dir_mode=%o", dir_mode),
     CLI_OPT("uid=%u", uid),
@@ -127,6 +128,8 @@ static void usage(const char *prog)
            "    prefetch_budget_mb=N   memory for all read-ahead buffers together, MiB (64)\n"
            "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (8)\n"
            "    prefetch_part_mb=N     MiB one GET fetches ahead; 0: to the end (0)\n"
+           "    lookahead=N            files or archive members started ahead of their\n"
+           "                           open when read in order; 0: off (16)\n"
            "    max_read=BYTES         largest read the kernel sends (1048576)\n"
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
@@ -234,6 +237,7 @@ int main(int argc, char *argv[])
     cli.prefetch_budget_mb = cfg.prefetch_budget_mb;
     cli.prefetch_parallel = cfg.prefetch_parallel;
     cli.prefetch_part_mb = cfg.prefetch_part_mb;
+    cli.lookahead = cfg.lookahead;
     cli.file_mode = cfg.file_mode;
     cli.dir_mode = cfg.dir_mode;
     cli.uid = cfg.uid;
@@ -268,7 +272,7 @@ int main(int argc, char *argv[])
         cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
         cli.read_window_mb == 0 || cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
-        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.max_jobs > 64 ||
+        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.lookahead > 64 || cli.max_jobs > 64 ||
         cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0 ||
         cli.notify_retry_max < 0.1) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
@@ -300,6 +304,7 @@ int main(int argc, char *argv[])
     cfg.prefetch_budget_mb = cli.prefetch_budget_mb;
     cfg.prefetch_parallel = cli.prefetch_parallel;
     cfg.prefetch_part_mb = cli.prefetch_part_mb;
+    cfg.lookahead = cli.lookahead;
     cfg.file_mode = cli.file_mode;
     cfg.dir_mode = cli.dir_mode;
     cfg.uid = cli.uid;

@@ -30,6 +30,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->prefetch_budget_mb = 64;
     cfg->prefetch_parallel = 8;
     cfg->prefetch_part_mb = 0;
+    cfg->lookahead = 16;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;
     cfg->uid = getuid();
@@ -392,6 +393,18 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     /* a read takes no longer than one request may: a run's GET that keeps
      * getting a byte now and then would keep it waiting */
     z->reader_cfg.read_deadline_ms = hc.retry.deadline_ms;
+    if (cfg->lookahead > 0) {
+        struct lookahead_config lc;
+        lookahead_config_default(&lc);
+        lc.max_readers = cfg->lookahead;
+        /* a quarter of the budget at most for first parts not read yet */
+        lc.max_bytes = pc.budget / 4;
+        lc.reader = z->reader_cfg;
+        if ((rc = lookahead_new(&lc, &z->lookahead)) < 0)
+            goto fail;
+    }
+    if ((rc = walk_new(&z->walk)) < 0)
+        goto fail;
 
     if (z->source.kind == ZFS_SOURCE_LOCAL) {
         if ((rc = store_local_new(z->source.path, &z->store)) < 0)
@@ -459,6 +472,7 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         .source_id = z->source_id,
         .root_name = root_name,
         .reader = z->reader_cfg,
+        .lookahead = z->lookahead,
         .ttl_ms = mc.stat_ttl_ms,
         .file_mode = cfg->file_mode,
         .dir_mode = cfg->dir_mode,
@@ -496,6 +510,8 @@ void zfs_free(struct zfs *z)
     store_destroy(z->output);
     zfs_source_clear(&z->output_source);
     archive_set_free(z->archives);
+    lookahead_free(z->lookahead);
+    walk_free(z->walk);
     prefetch_pool_free(z->prefetch); /* after every reader, before the store */
     crc_cache_close(z->crcs);
     free(z->source_id);
@@ -585,6 +601,24 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
     add_counter(req, "uploads", rs.uploads);
     add_counter(req, "uploads_skipped", rs.uploads_skipped);
     json_object_object_add(o, "requests", req);
+    struct json_object *rd = json_object_new_object();
+    if (rd) {
+        struct prefetch_stats ps;
+        struct lookahead_stats ls = {0};
+        prefetch_get_stats(z->prefetch, &ps);
+        if (z->lookahead)
+            lookahead_get_stats(z->lookahead, &ls);
+        add_counter(rd, "prefetch_budget", ps.budget);
+        add_counter(rd, "prefetch_held", ps.held);
+        add_counter(rd, "prefetch_peak", ps.peak);
+        add_counter(rd, "prefetch_refused", ps.refused);
+        add_counter(rd, "lookahead_primed", ls.primed);
+        add_counter(rd, "lookahead_taken", ls.taken);
+        add_counter(rd, "lookahead_expired", ls.expired);
+        add_counter(rd, "lookahead_refused", ls.refused);
+        add_counter(rd, "walk_steps", walk_steps(z->walk));
+        json_object_object_add(o, "reads", rd);
+    }
     if (z->outbox) {
         struct outbox_stats os;
         struct json_object *ob = json_object_new_object();

@@ -13,6 +13,8 @@
 #include "http/http.h"
 #include "meta/meta.h"
 #include "notify/outbox.h"
+#include "fs/walk.h"
+#include "read/lookahead.h"
 #include "read/reader.h"
 #include "store/store.h"
 #include "zip/crc_cache.h"
@@ -53,6 +55,7 @@ struct zfs_config {
     unsigned prefetch_budget_mb; /* all prefetch buffers of the mount together */
     unsigned prefetch_parallel;  /* ranged GETs fetching ahead at once, all readers */
     unsigned prefetch_part_mb;   /* bytes one GET fetches ahead; 0: to the end */
+    unsigned lookahead;          /* files or members started ahead of their open; 0: off */
     unsigned file_mode, dir_mode;
     uid_t uid;
     gid_t gid;
@@ -85,6 +88,8 @@ struct zfs {
     struct meta *meta;
     struct prefetch_pool *prefetch; /* workers and budget shared by all readers */
     struct reader_config reader_cfg;
+    struct lookahead *lookahead; /* readers started ahead of their open; NULL: off */
+    struct walk *walk;      /* directories whose files are read one after another */
     struct crc_cache *crcs; /* NULL when the cache directory is unusable */
     struct archive_set *archives;
     char *source_id;        /* names the source in the CRC cache */

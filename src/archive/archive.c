@@ -888,16 +888,25 @@ static uint32_t crc_of_member(void *arg, size_t i)
  * before, so reads that the kernel reorders across a member boundary do not
  * restart streams. */
 #define HANDLE_READERS 2
+/* While an archive is read in order, the members starting within this many
+ * bytes of the reads are fetched ahead (as the lookahead table allows), so
+ * small members arrive a few at once, not one request after another. */
+#define LOOKAHEAD_SPAN (16u << 20)
+/* A read within this distance of where the last one ended (the kernel's
+ * readahead reorders reads a little) keeps the archive read in order. */
+#define HANDLE_NEAR (4u << 20)
 
 struct archive_handle {
     struct archive *a;
-    pthread_mutex_t lock; /* guards the readers */
+    pthread_mutex_t lock; /* guards what follows */
     struct {
         size_t member;
         struct reader *reader;
         uint64_t last_use;
     } readers[HANDLE_READERS];
     uint64_t uses;
+    uint64_t next_off;  /* where the last read ended */
+    size_t ahead_from;  /* members below this were fetched ahead (or needed not) */
 };
 
 int archive_handle_new(struct archive *a, struct archive_handle **out)
@@ -923,7 +932,14 @@ void archive_handle_free(struct archive_handle *h)
     free(h);
 }
 
-/* The reader of member i, made if needed (h->lock held). */
+static struct store_attr member_attr(const struct archive *a, size_t i)
+{
+    return (struct store_attr){.size = a->members[i].size, .generation = a->state[i].generation,
+                               .mtime_sec = a->members[i].mtime};
+}
+
+/* The reader of member i: one of the handle's, one fetched ahead, or a
+ * new one (h->lock held). */
 static int handle_reader(struct archive_handle *h, size_t i, struct reader **out)
 {
     struct archive *a = h->a;
@@ -942,10 +958,10 @@ static int handle_reader(struct archive_handle *h, size_t i, struct reader **out
     int rc = member_key(a, i, key, sizeof(key));
     if (rc < 0)
         return rc;
-    struct store_attr attr = {.size = a->members[i].size, .generation = a->state[i].generation,
-                              .mtime_sec = a->members[i].mtime};
-    struct reader *r;
-    if ((rc = reader_new(&a->set->cfg.reader, a->set->cfg.store, key, &attr, &r)) < 0)
+    struct store_attr attr = member_attr(a, i);
+    struct lookahead *la = a->set->cfg.lookahead;
+    struct reader *r = la ? lookahead_take(la, a->set->cfg.store, key, &attr) : NULL;
+    if (!r && (rc = reader_new(&a->set->cfg.reader, a->set->cfg.store, key, &attr, &r)) < 0)
         return rc;
     reader_free(h->readers[oldest].reader);
     h->readers[oldest].reader = r;
@@ -955,8 +971,31 @@ static int handle_reader(struct archive_handle *h, size_t i, struct reader **out
     return 0;
 }
 
+/* The archive is read in order and member i's data at pos: starts the
+ * members after it whose data begins within LOOKAHEAD_SPAN (h->lock
+ * held). */
+static void handle_lookahead(struct archive_handle *h, size_t i, uint64_t pos)
+{
+    struct archive *a = h->a;
+    struct lookahead *la = a->set->cfg.lookahead;
+    char key[KEY_MAX];
+
+    if (!la)
+        return;
+    size_t j = h->ahead_from > i ? h->ahead_from : i + 1;
+    for (; j < a->layout.count && a->members[j].data_off <= pos + LOOKAHEAD_SPAN; j++) {
+        if (a->state[j].inline_data || a->members[j].size == 0)
+            continue;
+        struct store_attr attr = member_attr(a, j);
+        if (member_key(a, j, key, sizeof(key)) == 0 &&
+            !lookahead_prime(la, a->set->cfg.store, key, &attr))
+            break; /* the table is full: the next read goes on from here */
+    }
+    h->ahead_from = j;
+}
+
 static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, size_t size,
-                                uint64_t member_off)
+                                uint64_t member_off, bool in_order)
 {
     struct reader *r;
     const char *inline_data = h->a->state[i].inline_data;
@@ -971,6 +1010,8 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
         pthread_mutex_unlock(&h->lock);
         return rc;
     }
+    if (in_order)
+        handle_lookahead(h, i, h->a->members[i].data_off + member_off);
     ssize_t n = reader_read(r, buf, size, member_off);
     pthread_mutex_unlock(&h->lock);
     if (n > 0)
@@ -997,6 +1038,15 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
         return 0;
     if (size > l->total_size - off)
         size = (size_t)(l->total_size - off);
+    /* in order: from the start, or near where the last read ended */
+    pthread_mutex_lock(&h->lock);
+    bool in_order = off == 0 ||
+                    (off + HANDLE_NEAR >= h->next_off && off <= h->next_off + HANDLE_NEAR);
+    if (!in_order)
+        h->ahead_from = 0; /* a seek: look ahead afresh from where it landed */
+    if (off + size > h->next_off || !in_order)
+        h->next_off = off + size;
+    pthread_mutex_unlock(&h->lock);
     while (done < size) {
         uint64_t at = off + done;
         size_t want = size - done;
@@ -1016,7 +1066,7 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
             } else if (at < m->desc_off) {
                 uint64_t left = m->desc_off - at;
                 n = read_member_data(h, i, buf + done, want < left ? want : (size_t)left,
-                                     at - m->data_off);
+                                     at - m->data_off, in_order);
             } else {
                 int rc = crc_ensure(a, i);
                 if (rc < 0)

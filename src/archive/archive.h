@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include "meta/meta.h"
+#include "read/lookahead.h"
 #include "read/reader.h"
 #include "store/store.h"
 #include "zip/crc_cache.h"
@@ -32,6 +33,9 @@ struct archive_set_config {
     const char *source_id;      /* names the source in the CRC cache */
     const char *root_name;      /* top directory of the whole-mount archive */
     struct reader_config reader;
+    /* Readers of the next members, started while one streams (borrowed;
+     * NULL: members are fetched one after another). */
+    struct lookahead *lookahead;
     int64_t ttl_ms;             /* how long a layout is reused for new opens */
     uint32_t file_mode, dir_mode;
     size_t max_members;

@@ -42,6 +42,7 @@ struct fs_handle {
     struct request_writer *writer; /* a request being written, or */
     char *snapshot;                /* a status or stats file as it was at open */
     size_t snapshot_len;
+    bool read_seen;                /* a read of the open file arrived (atomic) */
 };
 
 struct fs_state {
@@ -672,7 +673,10 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
     struct fs_handle *h = calloc(1, sizeof(*h));
     if (!h)
         return -ENOMEM;
-    if ((rc = reader_new(&fs->zfs->reader_cfg, fs->zfs->store, key, &a.attr, &r)) < 0) {
+    struct zfs *z = fs->zfs;
+    /* a reader started ahead of this open, or a new one */
+    r = z->lookahead ? lookahead_take(z->lookahead, z->store, key, &a.attr) : NULL;
+    if (!r && (rc = reader_new(&z->reader_cfg, z->store, key, &a.attr, &r)) < 0) {
         free(h);
         return rc;
     }
@@ -698,10 +702,15 @@ static int fs_read(const char *path, char *buf, size_t size, off_t off,
         memcpy(buf, h->snapshot + off, n);
         return (int)n;
     }
+    struct zfs *z = fs->zfs;
+    /* a file the kernel had cached is never read: only the files read
+     * count as steps of a walk */
+    if (h->reader && !__atomic_exchange_n(&h->read_seen, true, __ATOMIC_ACQ_REL))
+        walk_file_read(z->walk, z->meta, z->lookahead, z->store, names_key_of_path(path));
     ssize_t n = h->archive ? archive_read(h->archive, buf, size, (uint64_t)off)
                            : reader_read(h->reader, buf, size, (uint64_t)off);
     if (n == -ESTALE)
-        meta_invalidate(fs->zfs->meta, names_key_of_path(path));
+        meta_invalidate(z->meta, names_key_of_path(path));
     if (n < 0)
         return fs_errno((int)n);
     return (int)n;

@@ -357,3 +357,17 @@ void meta_get_stats(struct meta *m, struct meta_stats *out)
     *out = m->counters;
     pthread_mutex_unlock(&m->lock);
 }
+
+int meta_cached_dir(struct meta *m, const char *key, struct meta_dir **out)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->lock);
+    struct meta_dir *d = strmap_get(m->listings, key);
+    if (d && d->expires_ms > clock_now_ms()) {
+        __atomic_add_fetch(&d->refs, 1, __ATOMIC_ACQ_REL);
+        *out = d;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}

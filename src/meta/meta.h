@@ -78,4 +78,9 @@ void meta_invalidate(struct meta *m, const char *key);
 
 void meta_get_stats(struct meta *m, struct meta_stats *out);
 
+/* The listing of directory key while the cache holds it fresh, never
+ * asking the store: -ENOENT when it does not. The caller owns one
+ * reference. */
+int meta_cached_dir(struct meta *m, const char *key, struct meta_dir **out);
+
 #endif

@@ -18,8 +18,6 @@
 /* Part buffers are blocks of this size, each reserved from the budget as
  * the bytes arrive and given back once read. */
 #define BLOCK (1u << 20)
-/* The first part of a run from the start of the object */
-#define FIRST_PART (1u << 20)
 /* A fetch refused budget looks again this often (other readers' releases
  * do not wake it). */
 #define BUDGET_RETRY_MS 20
@@ -403,11 +401,9 @@ static bool run_extend(struct reader *r)
     uint64_t len = r->attr.size - r->run_end;
     if (r->cfg.part_size > 0 && len > r->cfg.part_size)
         len = r->cfg.part_size;
-    /* a run from the start opens with a small part: a small file is one
-     * request, and a reader that only wanted the header leaves no long
-     * GET to abort (and its connection to lose) */
-    if (r->run_end == 0 && len > FIRST_PART)
-        len = FIRST_PART;
+    /* a run from the start opens with a small part (reader.h) */
+    if (r->run_end == 0 && len > READER_FIRST_PART)
+        len = READER_FIRST_PART;
     struct part *p = part_new(r, r->run_end, len);
     if (!p)
         return false;
@@ -644,6 +640,18 @@ out:
     run_top_up(r);
     pthread_mutex_unlock(&r->lock);
     return rc;
+}
+
+void reader_prime(struct reader *r)
+{
+    pthread_mutex_lock(&r->lock);
+    if (!r->any_read && !r->in_run && r->attr.size > 0) {
+        run_start(r, 0);
+        r->last_read_ms = clock_now_ms(); /* the idle clock starts now */
+        if (!run_extend(r))
+            run_stop(r);
+    }
+    pthread_mutex_unlock(&r->lock);
 }
 
 void reader_free(struct reader *r)

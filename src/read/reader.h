@@ -45,6 +45,11 @@
 #include "read/prefetch.h"
 #include "store/store.h"
 
+/* A run from the start of an object opens with a part of this size: a
+ * small file is one request, and a reader that only wanted the header
+ * leaves no long GET to abort. */
+#define READER_FIRST_PART (1u << 20)
+
 struct reader_config {
     /* Bytes one GET of a run asks for; 0: from the run's start to the end
      * of the object (one long GET, fewest requests). Smaller parts let
@@ -86,6 +91,12 @@ void reader_free(struct reader *r);
 /* Reads size bytes at off (fewer only at the end of the object). Returns
  * the bytes read (0 at EOF) or -errno. */
 ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off);
+
+/* Starts the run a sequential read from offset 0 would start, before any
+ * read: the object's first part (READER_FIRST_PART at most) goes to the
+ * pool now (see lookahead.h). Does nothing once the reader has been read
+ * or when the part cannot be made. */
+void reader_prime(struct reader *r);
 
 void reader_get_stats(struct reader *r, struct reader_stats *out);
 

@@ -1,0 +1,159 @@
+"""Files and archive members started ahead of their open (-o lookahead):
+a directory copied file after file, and a tree zip streamed member after
+member, on a local directory and on s3rver (whose request log says how
+many requests were in progress when each came). Checked: the bytes (cmp,
+unzip -t, Python's zipfile), the counters of .zipperfs/stats, and that the
+GETs of different files overlap with lookahead on and never with it off."""
+
+import json
+import os
+import zipfile
+
+import harness
+from s3_common import S3TestCase
+
+CONTROL = ".zipperfs"
+COUNT = 40
+
+
+def make_dir(top, count=COUNT, size=200 * 1024):
+    """count files of size-ish random bytes (one empty) in top/many."""
+    os.makedirs(os.path.join(top, "many"))
+    names = []
+    for i in range(count):
+        name = "f%03d.bin" % i
+        with open(os.path.join(top, "many", name), "wb") as f:
+            f.write(os.urandom(0 if i == 5 else size + i * 1000))
+        names.append(name)
+    return names
+
+
+def reads_stats(m):
+    with open(m.path(CONTROL, "stats")) as f:
+        return json.load(f)["reads"]
+
+
+class LookaheadChecks:
+    """What both backends must show; mount(options) and make() come from
+    the class."""
+
+    def copy(self, m):
+        dst = os.path.join(self.tempdir(), "copy")
+        self.run_ok(["cp", "-r", m.path("many"), dst])
+        self.run_ok(["diff", "-r", os.path.join(self.ref, "many"), dst])
+        return dst
+
+    def test_copy_reads_ahead(self):
+        m = self.mount_src()
+        self.copy(m)
+        st = reads_stats(m)
+        # every file after the second is a step of the walk; nearly every
+        # non-empty one after the second was started ahead and taken
+        self.assertGreaterEqual(st["walk_steps"], COUNT - 2, st)
+        self.assertGreaterEqual(st["lookahead_taken"], COUNT - 4, st)
+        self.assertLessEqual(st["lookahead_taken"], st["lookahead_primed"], st)
+        self.assertLessEqual(st["prefetch_peak"], st["prefetch_budget"], st)
+        # a second copy comes from the kernel's cache: nothing is started
+        primed = st["lookahead_primed"]
+        self.copy(m)
+        self.assertEqual(reads_stats(m)["lookahead_primed"], primed)
+
+    def test_copy_without_lookahead(self):
+        m = self.mount_src(["lookahead=0"])
+        self.copy(m)
+        st = reads_stats(m)
+        self.assertEqual(st["lookahead_primed"], 0, st)
+        self.assertEqual(st["lookahead_taken"], 0, st)
+
+    def test_out_of_order_reads_start_nothing(self):
+        m = self.mount_src()
+        for name in reversed(self.names):
+            with open(m.path("many", name), "rb") as f, \
+                    open(os.path.join(self.ref, "many", name), "rb") as ref:
+                self.assertEqual(f.read(), ref.read(), name)
+        st = reads_stats(m)
+        self.assertEqual(st["walk_steps"], 0, st)
+        self.assertEqual(st["lookahead_primed"], 0, st)
+
+    def test_tree_zip_reads_members_ahead(self):
+        m = self.mount_src()
+        out = os.path.join(self.tempdir(), "many.zip")
+        self.run_ok(["cp", m.path(CONTROL, "tree", "many.zip"), out])
+        self.run_ok(["unzip", "-tq", out])
+        with zipfile.ZipFile(out) as z:
+            names = sorted(n for n in z.namelist() if not n.endswith("/"))
+            self.assertEqual(names, ["many/" + n for n in self.names])
+            for n in self.names:
+                with open(os.path.join(self.ref, "many", n), "rb") as ref:
+                    self.assertEqual(z.read("many/" + n), ref.read(), n)
+        st = reads_stats(m)
+        self.assertGreaterEqual(st["lookahead_taken"], COUNT - 3, st)
+        self.assertEqual(st["walk_steps"], 0, st)
+
+
+class LocalLookaheadTest(LookaheadChecks, harness.MountTestCase):
+    def setUp(self):
+        self.ref = self.tempdir()
+        self.names = make_dir(self.ref)
+
+    def mount_src(self, options=()):
+        return self.mount(self.ref, ["cache_dir=" + self.tempdir()] + list(options))
+
+
+def object_gets(log, bucket):
+    return [r for r in log if r["method"] == "GET" and "list-type=" not in r["path"]
+            and r["path"].startswith("/%s/many/" % bucket)]
+
+
+class S3LookaheadTest(LookaheadChecks, S3TestCase):
+    bucket = "lookahead"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import tempfile
+        cls.ref = tempfile.mkdtemp(prefix="zfs-lookahead-")
+        cls.names = make_dir(cls.ref)
+        for name in cls.names:
+            with open(os.path.join(cls.ref, "many", name), "rb") as f:
+                cls.s3.put(cls.bucket, "many/" + name, f.read())
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.ref, ignore_errors=True)
+        super().tearDownClass()
+
+    def mount_src(self, options=()):
+        self.s3.reset_log()
+        return self.mount("s3://" + self.bucket, ["cache_dir=" + self.tempdir()] + list(options))
+
+    def overlap(self):
+        """The most GETs of files under many/ in progress at once."""
+        gets = object_gets(self.s3.log(), self.bucket)
+        self.assertGreater(len(gets), 0)
+        return max(r["active"] for r in gets)
+
+    def test_copy_gets_overlap(self):
+        m = self.mount_src()
+        self.copy(m)
+        self.assertGreaterEqual(self.overlap(), 2)
+
+    def test_copy_gets_one_at_a_time_without_lookahead(self):
+        m = self.mount_src(["lookahead=0"])
+        self.copy(m)
+        self.assertEqual(self.overlap(), 1)
+        # and one GET per non-empty file
+        self.assertEqual(len(object_gets(self.s3.log(), self.bucket)), COUNT - 1)
+
+    def test_copy_one_get_per_file(self):
+        m = self.mount_src()
+        self.copy(m)
+        gets = object_gets(self.s3.log(), self.bucket)
+        paths = [r["path"].split("?")[0] for r in gets]
+        self.assertEqual(len(paths), len(set(paths)), "a file fetched twice")
+        self.assertEqual(len(paths), COUNT - 1)
+
+
+if __name__ == "__main__":
+    harness.main()
