@@ -15,6 +15,10 @@
 #define WALK_GAP_MS 5000
 /* Entries of the listing looked at after the opened one, at most */
 #define WALK_SCAN 64
+/* Files are started ahead while the files between hold fewer bytes than
+ * this: after small files, many; after large ones, the next one only (it
+ * is far away, and the reader at work needs the budget). */
+#define WALK_SPAN (16u << 20)
 #define WALK_KEY_MAX 4096
 
 struct walk_dir {
@@ -117,10 +121,12 @@ void walk_file_read(struct walk *w, struct meta *m, struct lookahead *la, struct
     if (!walking || meta_cached_dir(m, dir, &d) < 0)
         goto out;
     size_t from = after(d, name);
-    for (size_t j = from; j < d->count && j < from + WALK_SCAN; j++) {
+    uint64_t between = 0;
+    for (size_t j = from; j < d->count && j < from + WALK_SCAN && between < WALK_SPAN; j++) {
         const struct meta_dir_entry *e = &d->entries[j];
         if (e->attr.is_dir)
             continue;
+        between += e->attr.attr.size;
         int n = dir[0] ? snprintf(next, sizeof(next), "%s/%s", dir, e->name)
                        : snprintf(next, sizeof(next), "%s", e->name);
         if (n < 0 || (size_t)n >= sizeof(next))

@@ -471,6 +471,21 @@ static void test_walk_primes_the_next_files(void **state)
     assert_int_equal(stats(fx).held, 4);
 }
 
+static void test_walk_after_a_large_file(void **state)
+{
+    struct fixture *fx = *state;
+    fx->store.sizes[12] = 20 * MIB;
+    list_d(fx);
+    /* f12 is beyond what a walk looks ahead by: it is started, and nothing
+     * after it */
+    walk_read(fx, 10);
+    walk_read(fx, 11);
+    wait_gets(fx, 12, 1);
+    usleep(20 * 1000);
+    assert_int_equal(gets(fx, 13), 0);
+    assert_int_equal(stats(fx).primed, 1);
+}
+
 static void test_walk_needs_order(void **state)
 {
     struct fixture *fx = *state;
@@ -548,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unused_readers_expire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_fetches_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_walk_primes_the_next_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_walk_after_a_large_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_walk_needs_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_walk_needs_cached_listing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_walk_at_root, setup, teardown),
