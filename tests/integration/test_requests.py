@@ -484,6 +484,11 @@ class NotificationTest(harness.MountTestCase):
         try:
             self.assertEqual(write_request(self.control(m, "requests", "k"), b"big.bin\n"), 0)
             self.assertEqual(self.wait_done(m, "k")["state"], "done")
+            # "done" comes as the archive is complete; "notified" once the
+            # message is in the outbox, a moment later
+            deadline = time.monotonic() + 10
+            while self.status(m, "k")["notified"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
             self.assertEqual(self.status(m, "k")["notified"], 1)  # in the outbox
             m.proc.kill()
             m.proc.wait()
