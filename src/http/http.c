@@ -269,21 +269,42 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
     return len;
 }
 
-static void log_failure(const struct http_request *req, const char *method, int curl_code,
-                        long status, const struct dynbuf *body, int attempt)
+/* url as the log shows it: an upload session's id (a resumable upload's
+ * URI lets whoever holds it write the object) is left out. */
+static const char *url_for_log(const char *url, char *buf, size_t size)
 {
+    static const char *const secret[] = {"upload_id=", "uploadId="};
+    for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++) {
+        const char *p = strstr(url, secret[i]);
+        if (!p)
+            continue;
+        const char *value = p + strlen(secret[i]);
+        const char *next = strchr(value, '&');
+        snprintf(buf, size, "%.*s...%s", (int)(value - url), url, next ? next : "");
+        return buf;
+    }
+    return url;
+}
+
+static void log_failure(const struct http_request *req, const char *url, const char *method,
+                        int curl_code, long status, const struct dynbuf *body, int attempt)
+{
+    /* a request made once is retried, or not, by its caller, who says so */
+    enum log_level level = req->no_retry ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARNING;
     if (curl_code != CURLE_OK)
-        log_warn("%s %s: attempt %d: %s", method, req->url, attempt,
-                 curl_easy_strerror((CURLcode)curl_code));
+        log_msg(level, "%s %s: attempt %d: %s", method, url, attempt,
+                curl_easy_strerror((CURLcode)curl_code));
     else
-        log_warn("%s %s: attempt %d: HTTP %ld %.200s", method, req->url, attempt, status,
-                 dynbuf_str(body));
+        log_msg(level, "%s %s: attempt %d: HTTP %ld %.200s", method, url, attempt, status,
+                dynbuf_str(body));
 }
 
 int http_perform(struct http_client *c, const struct http_request *req,
                  struct http_response *resp)
 {
     const char *method = req->method ? req->method : "GET";
+    char shown[1024];
+    const char *logged_url = url_for_log(req->url, shown, sizeof(shown));
     struct retry_policy policy = c->cfg.retry;
     if (req->deadline_ms > 0)
         policy.deadline_ms = req->deadline_ms;
@@ -398,7 +419,8 @@ int http_perform(struct http_client *c, const struct http_request *req,
             goto out;
         }
         if (a.bad_range) {
-            log_error("%s %s: the server sent another range than the one asked", method, req->url);
+            log_error("%s %s: the server sent another range than the one asked", method,
+                      logged_url);
             rc = -EIO;
             goto out;
         }
@@ -418,7 +440,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
             attempts--;
             continue;
         }
-        log_failure(req, method, curl_code, a.status, &a.error_body, attempts);
+        log_failure(req, logged_url, method, curl_code, a.status, &a.error_body, attempts);
         /* a body already handed out cannot be taken back unless the request
          * is ranged and the next attempt starts where this one stopped */
         bool resumable = req->has_range || !req->on_data || a.delivered == 0;
@@ -439,12 +461,12 @@ int http_perform(struct http_client *c, const struct http_request *req,
         if (policy.deadline_ms > 0 && elapsed + backoff >= policy.deadline_ms) {
             rc = -ETIMEDOUT;
             log_error("%s %s: gave up after %d attempts: deadline of %" PRId64 " ms reached",
-                      method, req->url, attempts, policy.deadline_ms);
+                      method, logged_url, attempts, policy.deadline_ms);
             goto out;
         }
         if (!retry_may_continue(&policy, attempts, elapsed, backoff)) {
             rc = -EIO;
-            log_error("%s %s: gave up after %d attempts", method, req->url, attempts);
+            log_error("%s %s: gave up after %d attempts", method, logged_url, attempts);
             goto out;
         }
         clock_sleep_ms(backoff);

@@ -443,6 +443,11 @@ class TestGcsUploadFaults(UploadTestCase):
                            options=["retries=3", "retry_deadline=20"], expect_ok=False)
         self.assertIn("gave up", r.stderr)
         self.assert_absent("outb", "never.zip")
+        # the log names the session's requests but not its id: the session
+        # URI lets whoever holds it write the object
+        self.assertIn("upload_id=...", r.stderr)
+        for upload_id in list(self.shim.sessions):
+            self.assertNotIn(upload_id, r.stderr)
 
 
 class TestS3Upload(harness.MountTestCase):
