@@ -14,6 +14,7 @@
 
 struct cli {
     char *source;
+    char *mountpoint; /* as given */
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     char *region, *credentials_file, *profile;
     char *email_domain, *notify_url, *notify_dir, *output_bucket;
@@ -24,6 +25,7 @@ struct cli {
     unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
+    unsigned read_ahead_kb;
     unsigned crc_cache_entries;
     int show_control;
     int debug_log;
@@ -73,6 +75,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("output_bucket=%s", output_bucket),
     CLI_OPT("notify_dir=%s", notify_dir),
     CLI_OPT("notify_retry_max=%lf", notify_retry_max),
+    CLI_OPT("read_ahead_kb=%u", read_ahead_kb),
     /* read by us (init must repeat it to the kernel) and by libfuse */
     CLI_OPT("max_read=%u", max_read),
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
@@ -128,6 +131,8 @@ static void usage(const char *prog)
            "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (8)\n"
            "    prefetch_part_mb=N     MiB one GET fetches ahead; 0: to the end (0)\n"
            "    max_read=BYTES         largest read the kernel sends (1048576)\n"
+           "    read_ahead_kb=N        the kernel's readahead of this mount, KiB, set when\n"
+           "                           run as root; 0: the kernel's own, 128 (0)\n"
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
            "    control_dir=NAME       name of the control directory (.zipperfs)\n"
@@ -164,7 +169,10 @@ static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outa
             cli->source = strdup(arg);
             return 0;
         }
-        return 1; /* the mount point, for libfuse */
+        /* the mount point, for libfuse; noted to find the mount later */
+        if (!cli->mountpoint)
+            cli->mountpoint = strdup(arg);
+        return 1;
     case FUSE_OPT_KEY_OPT:
         /* x-systemd.automount, x-gvfs-show, ...: for other programs */
         if (strncmp(arg, "x-", 2) == 0)
@@ -209,6 +217,7 @@ int main(int argc, char *argv[])
     struct zfs_config cfg;
     struct zfs *z = NULL;
     struct fs_state *fs = NULL;
+    char *mountpoint = NULL;
     int ret = 1;
 
     log_init_from_env();
@@ -239,6 +248,7 @@ int main(int argc, char *argv[])
     cli.uid = cfg.uid;
     cli.gid = cfg.gid;
     cli.max_read = 0;
+    cli.read_ahead_kb = cfg.read_ahead_kb;
     cli.crc_cache_entries = cfg.crc_cache_entries;
     cli.max_jobs = cfg.max_jobs;
     cli.notify_retry_max = cfg.notify_retry_max_s;
@@ -270,7 +280,7 @@ int main(int argc, char *argv[])
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
         cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.max_jobs > 64 ||
         cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0 ||
-        cli.notify_retry_max < 0.1) {
+        cli.notify_retry_max < 0.1 || cli.read_ahead_kb > ZFS_READ_AHEAD_KB_MAX) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
         goto out;
     }
@@ -305,6 +315,7 @@ int main(int argc, char *argv[])
     cfg.uid = cli.uid;
     cfg.gid = cli.gid;
     cfg.max_read = cli.max_read;
+    cfg.read_ahead_kb = cli.read_ahead_kb;
     cfg.cache_dir = cli.cache_dir;
     cfg.crc_cache_entries = cli.crc_cache_entries;
     cfg.show_control = cli.show_control != 0;
@@ -321,6 +332,11 @@ int main(int argc, char *argv[])
         fprintf(stderr, "%s: output_bucket needs max_jobs of 1 or more (jobs upload)\n", argv[0]);
         goto out;
     }
+    /* as libfuse resolves it, and before it may chdir("/") to daemonize;
+     * libfuse reports a mount point that does not resolve */
+    if (cli.mountpoint)
+        mountpoint = realpath(cli.mountpoint, NULL);
+    cfg.mountpoint = mountpoint;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
         goto out;
@@ -349,6 +365,8 @@ out_curl:
 out:
     fuse_opt_free_args(&args);
     free(cli.source);
+    free(cli.mountpoint);
+    free(mountpoint);
     free(cli.endpoint);
     free(cli.auth);
     free(cli.key_file);

@@ -232,7 +232,6 @@ static void *readahead_thread(void *arg)
 {
     struct readahead_setter *rs = arg;
     const struct readahead_config *cfg = &rs->cfg;
-    enum log_level fail_level = cfg->warn ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO;
     unsigned major = 0, minor = 0, before = 0, applied = 0;
     char path[4200];
     int rc;
@@ -249,14 +248,14 @@ static void *readahead_thread(void *arg)
         }
     }
     if (rc < 0) {
-        log_msg(fail_level, "kernel readahead left as it is: the mount on %s is not in %s (%s)",
+        log_warn("kernel readahead left as it is: the mount on %s is not in %s (%s)",
                 cfg->mountpoint, cfg->mountinfo_path, strerror(-rc));
         goto out;
     }
     snprintf(path, sizeof(path), "%s/%u:%u/read_ahead_kb", cfg->bdi_dir, major, minor);
     if ((rc = read_kb(path, &before)) < 0 || (rc = write_kb(path, cfg->kb)) < 0 ||
         (rc = read_kb(path, &applied)) < 0) {
-        log_msg(fail_level, "kernel readahead of the mount left as it is: cannot write %u to "
+        log_warn("kernel readahead of the mount left as it is: cannot write %u to "
                 "%s (%s)", cfg->kb, path, strerror(-rc));
         goto out;
     }
@@ -268,7 +267,7 @@ static void *readahead_thread(void *arg)
         if (read_kb(path, &now_kb) == 0 && now_kb != applied) {
             log_debug("kernel readahead went from %u to %u KiB: written again", applied, now_kb);
             if ((rc = write_kb(path, applied)) < 0) {
-                log_msg(fail_level, "kernel readahead: cannot write %u to %s again (%s)",
+                log_warn("kernel readahead: cannot write %u to %s again (%s)",
                         applied, path, strerror(-rc));
                 goto out;
             }

@@ -33,7 +33,6 @@ int mountinfo_find_fuse_dev(const char *path, const char *mountpoint, unsigned *
 struct readahead_config {
     const char *mountpoint;     /* absolute, as mountinfo shows it */
     unsigned kb;                /* the value to write; 0: leave the kernel's */
-    bool warn;                  /* failing is a warning (else an info line) */
     const char *mountinfo_path; /* NULL: /proc/self/mountinfo */
     const char *bdi_dir;        /* NULL: /sys/class/bdi */
     int64_t find_ms;            /* how long to look for the mount */
@@ -46,7 +45,7 @@ struct readahead_setter;
  * writes kb to its bdi's read_ahead_kb and, for settle_ms, writes it again
  * should it change: the kernel lowers it to the INIT reply's readahead
  * once, when that reply arrives, which may be after the first write. It
- * logs one line with the outcome. The config's strings are copied.
+ * logs one line with the outcome (a warning if it failed). The config's strings are copied.
  * Returns 0 (*out is NULL when kb is 0) or -errno. */
 int readahead_start(const struct readahead_config *cfg, struct readahead_setter **out);
 
