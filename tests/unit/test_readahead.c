@@ -25,13 +25,13 @@ static void test_parse_fuse_line(void **state)
 {
     (void)state;
     struct mountinfo_entry e;
-    assert_int_equal(mountinfo_parse_line("44 27 0:41 / /tmp/ra-mnt rw,nosuid,nodev,relatime - "
-                                          "fuse.zipperfs /tmp/src rw,user_id=0,group_id=0\n",
+    assert_int_equal(mountinfo_parse_line("44 27 0:41 / /mnt/bucket rw,nosuid,nodev,relatime - "
+                                          "fuse.zipperfs gs://bucket rw,user_id=0,group_id=0\n",
                                           &e),
                      0);
     assert_int_equal(e.major, 0);
     assert_int_equal(e.minor, 41);
-    assert_string_equal(e.mountpoint, "/tmp/ra-mnt");
+    assert_string_equal(e.mountpoint, "/mnt/bucket");
     assert_string_equal(e.fstype, "fuse.zipperfs");
 }
 
