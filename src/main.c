@@ -14,6 +14,7 @@
 
 struct cli {
     char *source;
+    char *mountpoint; /* as given */
     char *endpoint, *auth, *key_file, *token_file, *metadata_host, *control_name, *cache_dir;
     char *region, *credentials_file, *profile;
     char *email_domain, *notify_url, *notify_dir, *output_bucket;
@@ -24,6 +25,7 @@ struct cli {
     unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb, lookahead;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
+    unsigned read_ahead_kb;
     unsigned crc_cache_entries;
     int show_control;
     int debug_log;
@@ -74,6 +76,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("output_bucket=%s", output_bucket),
     CLI_OPT("notify_dir=%s", notify_dir),
     CLI_OPT("notify_retry_max=%lf", notify_retry_max),
+    CLI_OPT("read_ahead_kb=%u", read_ahead_kb),
     /* read by us (init must repeat it to the kernel) and by libfuse */
     CLI_OPT("max_read=%u", max_read),
     FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
@@ -131,6 +134,8 @@ static void usage(const char *prog)
            "    lookahead=N            files or archive members started ahead of their\n"
            "                           open when read in order; 0: off (16)\n"
            "    max_read=BYTES         largest read the kernel sends (1048576)\n"
+           "    read_ahead_kb=N        the kernel's readahead of this mount, KiB, set when\n"
+           "                           run as root; 0: the kernel's own, 128 (0)\n"
            "    file_mode=OCTAL        (0644)   dir_mode=OCTAL (0755)\n"
            "    uid=N gid=N            owner shown (the mounting user)\n"
            "    control_dir=NAME       name of the control directory (.zipperfs)\n"
@@ -167,7 +172,10 @@ static int cli_proc(void *data, const char *arg, int key, struct fuse_args *outa
             cli->source = strdup(arg);
             return 0;
         }
-        return 1; /* the mount point, for libfuse */
+        /* the mount point, for libfuse; noted to find the mount later */
+        if (!cli->mountpoint)
+            cli->mountpoint = strdup(arg);
+        return 1;
     case FUSE_OPT_KEY_OPT:
         /* x-systemd.automount, x-gvfs-show, ...: for other programs */
         if (strncmp(arg, "x-", 2) == 0)
@@ -212,6 +220,7 @@ int main(int argc, char *argv[])
     struct zfs_config cfg;
     struct zfs *z = NULL;
     struct fs_state *fs = NULL;
+    char *mountpoint = NULL;
     int ret = 1;
 
     log_init_from_env();
@@ -243,6 +252,7 @@ int main(int argc, char *argv[])
     cli.uid = cfg.uid;
     cli.gid = cfg.gid;
     cli.max_read = 0;
+    cli.read_ahead_kb = cfg.read_ahead_kb;
     cli.crc_cache_entries = cfg.crc_cache_entries;
     cli.max_jobs = cfg.max_jobs;
     cli.notify_retry_max = cfg.notify_retry_max_s;
@@ -272,9 +282,10 @@ int main(int argc, char *argv[])
         cli.list_ttl < 0 || cli.negative_ttl < 0 || cli.retry_deadline <= 0 ||
         cli.read_window_mb == 0 || cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
-        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.lookahead > 64 || cli.max_jobs > 64 ||
+        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.lookahead > 64 ||
+        cli.max_jobs > 64 ||
         cli.max_request_mb == 0 || cli.max_request_mb > 1024 || cli.max_request_paths == 0 ||
-        cli.notify_retry_max < 0.1) {
+        cli.notify_retry_max < 0.1 || cli.read_ahead_kb > ZFS_READ_AHEAD_KB_MAX) {
         fprintf(stderr, "%s: an option is out of range (see --help)\n", argv[0]);
         goto out;
     }
@@ -310,6 +321,7 @@ int main(int argc, char *argv[])
     cfg.uid = cli.uid;
     cfg.gid = cli.gid;
     cfg.max_read = cli.max_read;
+    cfg.read_ahead_kb = cli.read_ahead_kb;
     cfg.cache_dir = cli.cache_dir;
     cfg.crc_cache_entries = cli.crc_cache_entries;
     cfg.show_control = cli.show_control != 0;
@@ -326,6 +338,11 @@ int main(int argc, char *argv[])
         fprintf(stderr, "%s: output_bucket needs max_jobs of 1 or more (jobs upload)\n", argv[0]);
         goto out;
     }
+    /* as libfuse resolves it, and before it may chdir("/") to daemonize;
+     * libfuse reports a mount point that does not resolve */
+    if (cli.mountpoint)
+        mountpoint = realpath(cli.mountpoint, NULL);
+    cfg.mountpoint = mountpoint;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "%s: libcurl failed to initialise\n", argv[0]);
         goto out;
@@ -354,6 +371,8 @@ out_curl:
 out:
     fuse_opt_free_args(&args);
     free(cli.source);
+    free(cli.mountpoint);
+    free(mountpoint);
     free(cli.endpoint);
     free(cli.auth);
     free(cli.key_file);

@@ -39,6 +39,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->crc_cache_entries = 1000000;
     cfg->max_jobs = 2;
     cfg->notify_retry_max_s = 60;
+    cfg->read_ahead_kb = ZFS_READ_AHEAD_KB_DEFAULT;
     struct request_limits lim = REQUEST_LIMITS_DEFAULT;
     cfg->max_request_bytes = lim.max_request_bytes;
     cfg->max_request_paths = lim.max_members;

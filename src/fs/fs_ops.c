@@ -13,6 +13,7 @@
 #include "meta/names.h"
 #include "request/local_user.h"
 #include "util/log.h"
+#include "util/readahead.h"
 #include "zipperfs.h"
 
 /* The kernel asks for at most this much per read (max_pages) and reads
@@ -50,6 +51,7 @@ struct fs_state {
     time_t mount_time; /* directories have no time of their own in a bucket */
     pthread_mutex_t handles_lock;
     struct fs_handle handles; /* list head */
+    struct readahead_setter *readahead; /* started by init, stopped by destroy */
 };
 
 static void handle_link(struct fs_state *fs, struct fs_handle *h)
@@ -129,7 +131,12 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     struct fs_state *fs = fuse_get_context()->private_data;
     const struct zfs_config *zc = &fs->zfs->cfg;
 
+    /* The kernel keeps the smaller of this and its own readahead (128 KiB
+     * unless raised): ask for at least the readahead set below, so that
+     * the reply lowers nothing. */
     conn->max_readahead = FS_MAX_READ;
+    if (zc->read_ahead_kb > FS_MAX_READ / 1024)
+        conn->max_readahead = zc->read_ahead_kb * 1024u;
     /* libfuse checks this repeats the max_read mount option */
     conn->max_read = zc->max_read;
     if (conn->capable & FUSE_CAP_READDIRPLUS)
@@ -147,6 +154,16 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* after the daemon forked: threads started before would be lost */
     if (zfs_start(fs->zfs) < 0)
         log_error("background jobs could not start: requests will not be materialized");
+    /* by a thread of its own: the kernel gets its INIT reply only once this
+     * returns, and until then anything touching the mount would wait */
+    struct readahead_config rc = {
+        .mountpoint = zc->mountpoint,
+        .kb = zc->mountpoint ? zc->read_ahead_kb : 0,
+        .find_ms = 10000,
+        .settle_ms = 1000,
+    };
+    if (readahead_start(&rc, &fs->readahead) < 0)
+        log_warn("kernel readahead left as it is: no thread to set it");
     log_info("mounted (max read %u KiB)", zc->max_read / 1024);
     return fs;
 }
@@ -154,6 +171,8 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static void fs_destroy(void *private_data)
 {
     struct fs_state *fs = private_data;
+    readahead_stop(fs->readahead);
+    fs->readahead = NULL;
     while (fs->handles.next != &fs->handles)
         handle_free(fs, fs->handles.next);
     log_info("unmounted");
@@ -877,6 +896,7 @@ void fs_state_free(struct fs_state *fs)
 {
     if (!fs)
         return;
+    readahead_stop(fs->readahead);
     pthread_mutex_destroy(&fs->handles_lock);
     free(fs);
 }
