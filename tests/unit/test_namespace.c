@@ -1089,7 +1089,20 @@ static void test_threads(void **state)
     }
 }
 
+/* the same, with listings ahead racing the lookups and invalidations */
+static void test_threads_listing_ahead(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.list_parallel = 3;
+    test_threads(state);
+}
+
 /* ---- listing ahead of a walk ------------------------------------------ */
+
+static int list_calls(struct fake_store *f)
+{
+    return __atomic_load_n(&f->list_calls, __ATOMIC_RELAXED);
+}
 
 /* w/a0..a3, each with s0..s2 holding one file, and a file w/top */
 static void put_walk_tree(struct fake_store *f)
@@ -1171,7 +1184,7 @@ static void test_walk_lists_ahead_once(void **state)
     put_walk_tree(&fx->store);
     struct meta *plain = fx_meta(fx);
     char *expected = walk_text(plain, "");
-    int plain_lists = fx->store.list_calls;
+    int plain_lists = list_calls(&fx->store);
 
     fx->cfg.list_parallel = 2;
     fx->store.list_delay_ms = 5; /* a walk as slow as a store's answers */
@@ -1180,7 +1193,7 @@ static void test_walk_lists_ahead_once(void **state)
     assert_string_equal(got, expected);
     settle();
     /* every directory listed once, in the foreground or ahead */
-    assert_int_equal(fx->store.list_calls, plain_lists);
+    assert_int_equal(list_calls(&fx->store), plain_lists);
     assert_int_equal(listed(&fx->store, "w"), 1);
     assert_int_equal(listed(&fx->store, "w/a3/s2"), 1);
     struct meta_stats st;
@@ -1208,7 +1221,7 @@ static void test_no_walk_no_ahead(void **state)
     assert_int_equal(meta_getattr(m, "w/a2", &a), 0);
     open_ok(m, "w/a2", 3);
     settle();
-    assert_int_equal(fx->store.list_calls, 2);
+    assert_int_equal(list_calls(&fx->store), 2);
     struct meta_stats st;
     meta_get_stats(m, &st);
     assert_int_equal(st.list_prefetched, 0);
@@ -1219,7 +1232,7 @@ static void test_no_walk_no_ahead(void **state)
     open_ok(m, "", 5);
     open_ok(m, "w", 5);
     settle();
-    assert_int_equal(fx->store.list_calls, 2);
+    assert_int_equal(list_calls(&fx->store), 2);
 }
 
 static void test_walk_detected_lists_dirs_only(void **state)
@@ -1230,12 +1243,12 @@ static void test_walk_detected_lists_dirs_only(void **state)
     struct meta *m = fx_meta(fx);
     open_ok(m, "w", 5); /* its parent was not listed: no walk yet */
     settle();
-    assert_int_equal(fx->store.list_calls, 1);
+    assert_int_equal(list_calls(&fx->store), 1);
     /* a step: a1's subdirectories, then a1's later siblings */
     open_ok(m, "w/a1", 3);
     wait_ahead(m, 5);
     settle();
-    assert_int_equal(fx->store.list_calls, 2 + 5);
+    assert_int_equal(list_calls(&fx->store), 2 + 5);
     assert_int_equal(listed(&fx->store, "w/a1/s0"), 1);
     assert_int_equal(listed(&fx->store, "w/a1/s2"), 1);
     assert_int_equal(listed(&fx->store, "w/a2"), 1);
@@ -1247,7 +1260,7 @@ static void test_walk_detected_lists_dirs_only(void **state)
     assert_int_equal(listed(&fx->store, "w/a2"), 1);
     wait_ahead(m, 8);
     settle();
-    assert_int_equal(fx->store.list_calls, 2 + 8);
+    assert_int_equal(list_calls(&fx->store), 2 + 8);
     assert_int_equal(listed(&fx->store, "w/a2/s2"), 1);
     assert_int_equal(listed(&fx->store, "w/a3/s0"), 0);
     struct meta_stats st;
@@ -1274,7 +1287,7 @@ static void test_step_and_queue_bounded(void **state)
     gate_release(&fx->store);
     settle();
     /* one step schedules 4 per thread */
-    assert_int_equal(fx->store.list_calls, 2 + 4);
+    assert_int_equal(list_calls(&fx->store), 2 + 4);
     assert_int_equal(listed(&fx->store, "big/d004"), 0);
 }
 
@@ -1293,10 +1306,10 @@ static void test_ahead_never_evicts(void **state)
     struct meta_stats st;
     meta_get_stats(m, &st);
     assert_int_equal(st.list_prefetched, 1);
-    int before = fx->store.list_calls;
+    int before = list_calls(&fx->store);
     open_ok(m, "", 5); /* both still cached */
     open_ok(m, "w", 5);
-    assert_int_equal(fx->store.list_calls, before);
+    assert_int_equal(list_calls(&fx->store), before);
 }
 
 static void test_ahead_failure_not_cached(void **state)
@@ -1305,7 +1318,9 @@ static void test_ahead_failure_not_cached(void **state)
     put_walk_tree(&fx->store);
     fx->cfg.list_parallel = 2;
     struct meta *m = fx_meta(fx);
+    pthread_mutex_lock(&fx->store.lock);
     snprintf(fx->store.fail_key, sizeof(fx->store.fail_key), "w/a1");
+    pthread_mutex_unlock(&fx->store.lock);
     open_ok(m, "", 5);
     open_ok(m, "w", 5);
     wait_ahead(m, 4);
@@ -1317,7 +1332,9 @@ static void test_ahead_failure_not_cached(void **state)
     struct meta_dir *d = NULL;
     assert_int_equal(meta_opendir(m, "w/a1", &d), -EIO);
     assert_int_equal(listed(&fx->store, "w/a1"), 2);
+    pthread_mutex_lock(&fx->store.lock);
     fx->store.fail_key[0] = '\0';
+    pthread_mutex_unlock(&fx->store.lock);
     open_ok(m, "w/a1", 3);
     assert_int_equal(listed(&fx->store, "w/a1"), 3);
 }
@@ -1421,7 +1438,7 @@ static void test_free_stops_listing_ahead(void **state)
     gate_release(&fx->store);
     meta_free(m);
     fx->m = NULL;
-    assert_true(fx->store.list_calls <= 2 + 4);
+    assert_true(list_calls(&fx->store) <= 2 + 4);
 }
 
 int main(void)
@@ -1451,6 +1468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_bounded, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cache_bound_of_one, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_threads, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_threads_listing_ahead, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_walk_lists_ahead_once, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_no_walk_no_ahead, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_walk_detected_lists_dirs_only, fixture_setup, fixture_teardown),
