@@ -17,6 +17,8 @@
 /* Listings ahead queued, and scheduled by one step of a walk, per thread */
 #define LIST_QUEUE_PER_THREAD 8
 #define LIST_STEP_PER_THREAD 4
+/* Directories a step looks at, per thread, to find those */
+#define LIST_SCAN_PER_STEP 16
 /* Keys longer than this are never listed ahead */
 #define LIST_KEY_MAX 4096
 
@@ -31,6 +33,7 @@ struct listing_slot {
     struct meta_dir *dir; /* one reference */
     int64_t used_ms;      /* the last opendir of it or of a child; 0: never */
     bool ahead;           /* listed ahead and not opened since */
+    bool walked;          /* reached by a walk: listed ahead, or its opendir was a step */
 };
 
 /* A listing in flight (running) or waiting for a thread (queued, only
@@ -391,6 +394,7 @@ static void listing_put(struct meta *m, const char *key, struct meta_dir *d, boo
     s->dir = d;
     s->used_ms = ahead ? 0 : now;
     s->ahead = ahead;
+    s->walked = ahead;
     strmap_put(m->listings, key, s); /* on failure, s is freed with its reference */
 }
 
@@ -440,29 +444,51 @@ static void listers_start(struct meta *m)
 }
 
 /* Appends a job for dir/name to the chain at *tail unless that directory
- * is cached, on its way, or there is no room. Returns false when nothing
- * more may be scheduled. m->lock held. */
-static bool schedule_one(struct meta *m, const char *dir, const char *name, int64_t now,
-                         struct list_job ***tail)
+ * is cached or on its way (0), or there is no room (-1). Returns 1 when it
+ * was queued. m->lock held. */
+static int schedule_one(struct meta *m, const char *dir, const char *name, int64_t now,
+                        struct list_job ***tail)
 {
     if (!room_ahead(m))
-        return false;
+        return -1;
     struct list_job *j = calloc(1, sizeof(*j));
     if (!j)
-        return false;
+        return -1;
     if (asprintf(&j->key, "%s%s%s", dir, dir[0] ? "/" : "", name) < 0) {
         free(j);
-        return false;
+        return -1;
     }
     if (strlen(j->key) > LIST_KEY_MAX || strmap_get(m->jobs, j->key) ||
         listing_fresh(m, j->key, now) || strmap_put(m->jobs, j->key, j) < 0) {
         job_free(j);
-        return true;
+        return 0;
     }
     j->queued = true;
     m->nqueued++;
     **tail = j;
     *tail = &j->next;
+    return 1;
+}
+
+/* Schedules the directories among entries [from, count) of d, below key
+ * dir: at most *budget of them, looking at no more than LIST_SCAN_PER_STEP
+ * times as many (a walk through a directory of many subdirectories looks
+ * at a few of them per step, not all). Returns false when nothing more may
+ * be scheduled. m->lock held. */
+static bool schedule_dirs(struct meta *m, const char *dir, const struct meta_dir *d, size_t from,
+                          int64_t now, size_t *budget, struct list_job ***tail)
+{
+    size_t looked = 0;
+    for (size_t i = from; i < d->count && *budget > 0; i++) {
+        if (!d->entries[i].attr.is_dir)
+            continue;
+        if (++looked > (size_t)m->cfg.list_parallel * LIST_SCAN_PER_STEP)
+            break;
+        int rc = schedule_one(m, dir, d->entries[i].name, now, tail);
+        if (rc < 0)
+            return false;
+        *budget -= (size_t)rc;
+    }
     return true;
 }
 
@@ -486,30 +512,27 @@ static void queue_trim(struct meta *m)
 }
 
 /* One step of a walk into key (listing d): the walk goes on into d's
- * subdirectories, then into key's later siblings. Queues a few of them,
- * ahead of what earlier steps queued. m->lock held. */
+ * subdirectories, then into key's later siblings, if the walk came through
+ * the parent (the directory a walk starts in may have siblings it never
+ * visits). Queues a few of them, ahead of what earlier steps queued.
+ * m->lock held. */
 static void walk_step(struct meta *m, const char *key, const char *parent, const char *base,
                       const struct meta_dir *d, int64_t now)
 {
     size_t budget = (size_t)m->cfg.list_parallel * LIST_STEP_PER_THREAD;
     struct list_job *batch = NULL, **tail = &batch;
-    bool go = !m->stopping && m->cfg.list_parallel > 0;
+    if (m->stopping || m->cfg.list_parallel == 0)
+        return;
 
-    for (size_t i = 0; go && budget > 0 && i < d->count; i++) {
-        if (d->entries[i].attr.is_dir) {
-            go = schedule_one(m, key, d->entries[i].name, now, &tail);
-            budget--;
-        }
-    }
+    struct listing_slot *s = strmap_get(m->listings, key);
+    if (s)
+        s->walked = true;
+    bool go = schedule_dirs(m, key, d, 0, now, &budget, &tail);
     const struct listing_slot *p = key[0] ? listing_fresh(m, parent, now) : NULL;
-    const struct meta_dir_entry *self = p ? dir_find(p->dir, base) : NULL;
-    for (size_t i = self ? (size_t)(self - p->dir->entries) + 1 : 0;
-         self && go && budget > 0 && i < p->dir->count; i++) {
-        if (p->dir->entries[i].attr.is_dir) {
-            go = schedule_one(m, parent, p->dir->entries[i].name, now, &tail);
-            budget--;
-        }
-    }
+    const struct meta_dir_entry *self = p && p->walked ? dir_find(p->dir, base) : NULL;
+    if (go && self)
+        schedule_dirs(m, parent, p->dir, (size_t)(self - p->dir->entries) + 1, now, &budget,
+                      &tail);
     if (!batch)
         return;
     *tail = m->queue;

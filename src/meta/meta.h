@@ -17,7 +17,8 @@
  * Listing ahead (list_parallel > 0): when a walk shows (a directory is
  * listed while its parent's listing was used within the last few seconds,
  * or a listing listed ahead is used), the directories the walk visits next
- * (the children of that directory, then its later siblings) are listed in
+ * (the children of that directory, then its later siblings if the walk came
+ * through their parent) are listed in
  * the background, list_parallel at once, into the listing cache. Only
  * directories, a bounded few per step, only while the cache has room (a
  * guess never evicts anything); a background failure is dropped, never

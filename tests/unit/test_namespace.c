@@ -1239,30 +1239,43 @@ static void test_walk_detected_lists_dirs_only(void **state)
 {
     struct fixture *fx = *state;
     put_walk_tree(&fx->store);
-    fx->cfg.list_parallel = 2;
+    fake_put(&fx->store, "w/a4/x", 1);
+    fake_put(&fx->store, "w/a5/x", 1);
+    fake_put(&fx->store, "x/y", 1); /* a sibling of w after it */
+    fx->cfg.list_parallel = 1;      /* 4 per step */
     struct meta *m = fx_meta(fx);
-    open_ok(m, "w", 5); /* its parent was not listed: no walk yet */
+    open_ok(m, "w", 7); /* its parent was not listed: no walk yet */
     settle();
     assert_int_equal(list_calls(&fx->store), 1);
-    /* a step: a1's subdirectories, then a1's later siblings */
-    open_ok(m, "w/a1", 3);
-    wait_ahead(m, 5);
+
+    fx->cfg.list_parallel = 1;
+    m = fx_meta(fx);
+    open_ok(m, "", 6);
+    /* a step into w: its subdirectories, not its siblings (the walk did
+     * not come through the root) */
+    open_ok(m, "w", 7);
+    wait_ahead(m, 4);
     settle();
-    assert_int_equal(list_calls(&fx->store), 2 + 5);
-    assert_int_equal(listed(&fx->store, "w/a1/s0"), 1);
-    assert_int_equal(listed(&fx->store, "w/a1/s2"), 1);
-    assert_int_equal(listed(&fx->store, "w/a2"), 1);
+    assert_int_equal(list_calls(&fx->store), 2 + 4);
+    assert_int_equal(listed(&fx->store, "w/a0"), 1);
     assert_int_equal(listed(&fx->store, "w/a3"), 1);
-    assert_int_equal(listed(&fx->store, "w/a0"), 0);  /* before a1: the walk has been there */
+    assert_int_equal(listed(&fx->store, "w/a4"), 0);  /* past the step's 4 */
+    assert_int_equal(listed(&fx->store, "x"), 0);     /* the walk started in w */
     assert_int_equal(listed(&fx->store, "w/top"), 0); /* a file */
-    assert_int_equal(listed(&fx->store, "w/a2/s0"), 0); /* not a step yet */
-    open_ok(m, "w/a2", 3); /* listed ahead: no call, and the walk goes on below it */
-    assert_int_equal(listed(&fx->store, "w/a2"), 1);
+    assert_int_equal(listed(&fx->store, "both"), 0);
+
+    /* a step into a1, listed ahead: no call for it; its subdirectories,
+     * then its later siblings not listed yet */
+    open_ok(m, "w/a1", 3);
+    assert_int_equal(listed(&fx->store, "w/a1"), 1);
     wait_ahead(m, 8);
     settle();
     assert_int_equal(list_calls(&fx->store), 2 + 8);
-    assert_int_equal(listed(&fx->store, "w/a2/s2"), 1);
-    assert_int_equal(listed(&fx->store, "w/a3/s0"), 0);
+    assert_int_equal(listed(&fx->store, "w/a1/s0"), 1);
+    assert_int_equal(listed(&fx->store, "w/a1/s2"), 1);
+    assert_int_equal(listed(&fx->store, "w/a4"), 1);
+    assert_int_equal(listed(&fx->store, "w/a5"), 0);
+    assert_int_equal(listed(&fx->store, "w/a0/s0"), 0); /* before a1: walked already */
     struct meta_stats st;
     meta_get_stats(m, &st);
     assert_int_equal(st.list_prefetch_hits, 1);
