@@ -55,6 +55,7 @@ struct zfs_config {
     double stat_ttl_s, list_ttl_s, negative_ttl_s;
     unsigned cache_entries;
     unsigned list_page_size;
+    unsigned list_parallel;    /* directories listed ahead of a walk at once; 0: none */
     unsigned retries;          /* attempts in all */
     double retry_deadline_s;
     double stall_timeout_s;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,19 +11,58 @@
 #include "util/log.h"
 #include "util/strmap.h"
 
+/* A directory listed within this long before one of its children is
+ * listed means a walk (with list_parallel) */
+#define WALK_WINDOW_MS 10000
+/* Listings ahead queued, and scheduled by one step of a walk, per thread */
+#define LIST_QUEUE_PER_THREAD 8
+#define LIST_STEP_PER_THREAD 4
+/* Directories a step looks at, per thread, to find those */
+#define LIST_SCAN_PER_STEP 16
+/* Keys longer than this are never listed ahead */
+#define LIST_KEY_MAX 4096
+
 struct stat_entry {
     int64_t expires_ms;
     bool absent;
     struct meta_attr attr;
 };
 
+/* A cached listing and what tells a walk. */
+struct listing_slot {
+    struct meta_dir *dir; /* one reference */
+    int64_t used_ms;      /* the last opendir of it or of a child; 0: never */
+    bool ahead;           /* listed ahead and not opened since */
+    bool walked;          /* reached by a walk: listed ahead, or its opendir was a step */
+};
+
+/* A listing in flight (running) or waiting for a thread (queued, only
+ * listings ahead). Owned by m->jobs while it is in it; once done, by the
+ * thread that finished it, or by the last waiter if there are some. */
+struct list_job {
+    struct list_job *next; /* in the queue */
+    char *key;
+    uint64_t epoch; /* m->epoch when it started */
+    bool queued, done;
+    int waiters;
+};
+
 struct meta {
     struct meta_config cfg;
     struct store *store; /* borrowed */
-    pthread_mutex_t lock; /* guards the two maps and stats */
-    struct strmap *listings; /* key -> struct meta_dir * (one reference) */
+    pthread_mutex_t lock; /* guards everything below */
+    struct strmap *listings; /* key -> struct listing_slot * */
     struct strmap *stats;    /* key -> struct stat_entry * */
     struct meta_stats counters;
+    uint64_t epoch;          /* bumped by every invalidation */
+    struct strmap *jobs;     /* key -> struct list_job * in flight or queued (not freed by the map) */
+    struct list_job *queue;  /* queued listings ahead, the next first */
+    size_t nqueued;
+    pthread_cond_t work;     /* a listing was queued, or stopping */
+    pthread_cond_t listed;   /* a job is done */
+    bool stopping;
+    pthread_t threads[META_LIST_PARALLEL_MAX];
+    unsigned nthreads;
 };
 
 void meta_config_default(struct meta_config *cfg)
@@ -31,6 +71,7 @@ void meta_config_default(struct meta_config *cfg)
     cfg->list_ttl_ms = 60000;
     cfg->negative_ttl_ms = 5000;
     cfg->max_entries = 100000;
+    cfg->list_parallel = 0;
     cfg->hidden_root_name = NULL;
 }
 
@@ -44,9 +85,19 @@ void meta_dir_put(struct meta_dir *d)
     free(d);
 }
 
-static void listing_value_free(void *v)
+static void listing_slot_free(void *v)
 {
-    meta_dir_put(v);
+    struct listing_slot *s = v;
+    meta_dir_put(s->dir);
+    free(s);
+}
+
+static void job_free(struct list_job *j)
+{
+    if (!j)
+        return;
+    free(j->key);
+    free(j);
 }
 
 int meta_new(const struct meta_config *cfg, struct store *store, struct meta **out)
@@ -55,11 +106,16 @@ int meta_new(const struct meta_config *cfg, struct store *store, struct meta **o
     if (!m)
         return -ENOMEM;
     m->cfg = *cfg;
+    if (m->cfg.list_parallel > META_LIST_PARALLEL_MAX)
+        m->cfg.list_parallel = META_LIST_PARALLEL_MAX;
     m->store = store;
     pthread_mutex_init(&m->lock, NULL);
-    m->listings = strmap_new(listing_value_free);
+    pthread_cond_init(&m->work, NULL);
+    pthread_cond_init(&m->listed, NULL);
+    m->listings = strmap_new(listing_slot_free);
     m->stats = strmap_new(free);
-    if (!m->listings || !m->stats) {
+    m->jobs = strmap_new(NULL);
+    if (!m->listings || !m->stats || !m->jobs) {
         meta_free(m);
         return -ENOMEM;
     }
@@ -67,12 +123,28 @@ int meta_new(const struct meta_config *cfg, struct store *store, struct meta **o
     return 0;
 }
 
+/* Stops the threads listing ahead: each ends after the listing it is on
+ * (which no longer gets cached); queued ones are dropped. */
 void meta_free(struct meta *m)
 {
     if (!m)
         return;
+    pthread_mutex_lock(&m->lock);
+    m->stopping = true;
+    pthread_cond_broadcast(&m->work);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < m->nthreads; i++)
+        pthread_join(m->threads[i], NULL);
+    while (m->queue) {
+        struct list_job *j = m->queue;
+        m->queue = j->next;
+        job_free(j);
+    }
+    strmap_free(m->jobs); /* only the queued ones were left in it */
     strmap_free(m->listings);
     strmap_free(m->stats);
+    pthread_cond_destroy(&m->listed);
+    pthread_cond_destroy(&m->work);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -165,7 +237,7 @@ static bool expired(int64_t expires_ms, void *now)
 
 static bool listing_expired(void *v, void *now)
 {
-    return expired(((struct meta_dir *)v)->expires_ms, now);
+    return expired(((struct listing_slot *)v)->dir->expires_ms, now);
 }
 
 static bool stat_expired(void *v, void *now)
@@ -225,9 +297,9 @@ static int cached_getattr(struct meta *m, const char *key, struct meta_attr *out
     int64_t now = clock_now_ms();
 
     pthread_mutex_lock(&m->lock);
-    struct meta_dir *d = strmap_get(m->listings, parent);
-    if (d && d->expires_ms > now) {
-        const struct meta_dir_entry *e = dir_find(d, base);
+    struct listing_slot *ls = strmap_get(m->listings, parent);
+    if (ls && ls->dir->expires_ms > now) {
+        const struct meta_dir_entry *e = dir_find(ls->dir, base);
         if (e) {
             *out = e->attr;
             *rc = 0;
@@ -301,40 +373,352 @@ int meta_getattr(struct meta *m, const char *key, struct meta_attr *out)
     return 0;
 }
 
-int meta_opendir(struct meta *m, const char *key, struct meta_dir **out)
-{
-    struct store_listing raw = {0};
-    struct meta_dir *d;
-    int rc;
+/* ---- listings, and listing ahead of a walk ---------------------------- */
 
-    pthread_mutex_lock(&m->lock);
-    d = strmap_get(m->listings, key);
-    if (d && d->expires_ms > clock_now_ms()) {
-        __atomic_add_fetch(&d->refs, 1, __ATOMIC_ACQ_REL);
-        m->counters.listing_hits++;
-        pthread_mutex_unlock(&m->lock);
-        *out = d;
+/* The fresh cached listing of key, or NULL (m->lock held). */
+static struct listing_slot *listing_fresh(struct meta *m, const char *key, int64_t now)
+{
+    struct listing_slot *s = strmap_get(m->listings, key);
+    return s && s->dir->expires_ms > now ? s : NULL;
+}
+
+/* Caches d under key with a reference of its own (m->lock held). The
+ * caller makes room first. */
+static void listing_put(struct meta *m, const char *key, struct meta_dir *d, bool ahead,
+                        int64_t now)
+{
+    struct listing_slot *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    __atomic_add_fetch(&d->refs, 1, __ATOMIC_ACQ_REL);
+    s->dir = d;
+    s->used_ms = ahead ? 0 : now;
+    s->ahead = ahead;
+    s->walked = ahead;
+    strmap_put(m->listings, key, s); /* on failure, s is freed with its reference */
+}
+
+/* An opendir of key marks it and its parent used (m->lock held). */
+static void listing_touch(struct meta *m, const char *key, const char *parent, int64_t now)
+{
+    struct listing_slot *s = strmap_get(m->listings, key);
+    if (s)
+        s->used_ms = now;
+    if (key[0] && (s = strmap_get(m->listings, parent)))
+        s->used_ms = now;
+}
+
+/* Whether a store listing of key is a step of a walk: its parent's listing
+ * is fresh and was used a moment ago (m->lock held, before the touch). */
+static bool walk_seen(struct meta *m, const char *key, const char *parent, int64_t now)
+{
+    if (!m->cfg.list_parallel || !key[0])
+        return false;
+    struct listing_slot *p = listing_fresh(m, parent, now);
+    return p && p->used_ms > 0 && now - p->used_ms < WALK_WINDOW_MS;
+}
+
+/* Room for one more listing ahead, counting those on their way: a guess
+ * never evicts anything (m->lock held). */
+static bool room_ahead(struct meta *m)
+{
+    return strmap_count(m->listings) + strmap_count(m->jobs) + 1 < m->cfg.max_entries;
+}
+
+static void *lister_main(void *arg);
+
+/* Threads start with the first listing ahead, not with the meta: the
+ * daemon forks into the background after building it, and a fork keeps
+ * only the thread that calls it. m->lock held. */
+static void listers_start(struct meta *m)
+{
+    while (m->nthreads < m->cfg.list_parallel) {
+        int rc = pthread_create(&m->threads[m->nthreads], NULL, lister_main, m);
+        if (rc != 0) {
+            /* queued listings wait; an opendir takes its own back */
+            log_error("cannot start a listing thread: %s", strerror(rc));
+            break;
+        }
+        m->nthreads++;
+    }
+}
+
+/* Appends a job for dir/name to the chain at *tail unless that directory
+ * is cached or on its way (0), or there is no room (-1). Returns 1 when it
+ * was queued. m->lock held. */
+static int schedule_one(struct meta *m, const char *dir, const char *name, int64_t now,
+                        struct list_job ***tail)
+{
+    if (!room_ahead(m))
+        return -1;
+    struct list_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return -1;
+    if (asprintf(&j->key, "%s%s%s", dir, dir[0] ? "/" : "", name) < 0) {
+        free(j);
+        return -1;
+    }
+    if (strlen(j->key) > LIST_KEY_MAX || strmap_get(m->jobs, j->key) ||
+        listing_fresh(m, j->key, now) || strmap_put(m->jobs, j->key, j) < 0) {
+        job_free(j);
         return 0;
     }
+    j->queued = true;
+    m->nqueued++;
+    **tail = j;
+    *tail = &j->next;
+    return 1;
+}
+
+/* Schedules the directories among entries [from, count) of d, below key
+ * dir: at most *budget of them, looking at no more than LIST_SCAN_PER_STEP
+ * times as many (a walk through a directory of many subdirectories looks
+ * at a few of them per step, not all). Returns false when nothing more may
+ * be scheduled. m->lock held. */
+static bool schedule_dirs(struct meta *m, const char *dir, const struct meta_dir *d, size_t from,
+                          int64_t now, size_t *budget, struct list_job ***tail)
+{
+    size_t looked = 0;
+    for (size_t i = from; i < d->count && *budget > 0; i++) {
+        if (!d->entries[i].attr.is_dir)
+            continue;
+        if (++looked > (size_t)m->cfg.list_parallel * LIST_SCAN_PER_STEP)
+            break;
+        int rc = schedule_one(m, dir, d->entries[i].name, now, tail);
+        if (rc < 0)
+            return false;
+        *budget -= (size_t)rc;
+    }
+    return true;
+}
+
+/* Drops the queued jobs past the cap, the ones furthest from the walk
+ * (m->lock held). */
+static void queue_trim(struct meta *m)
+{
+    size_t cap = (size_t)m->cfg.list_parallel * LIST_QUEUE_PER_THREAD, n = 0;
+    struct list_job **link = &m->queue;
+    while (*link && n < cap) {
+        link = &(*link)->next;
+        n++;
+    }
+    while (*link) {
+        struct list_job *j = *link;
+        *link = j->next;
+        strmap_remove(m->jobs, j->key);
+        m->nqueued--;
+        job_free(j);
+    }
+}
+
+/* One step of a walk into key (listing d): the walk goes on into d's
+ * subdirectories, then into key's later siblings, if the walk came through
+ * the parent (the directory a walk starts in may have siblings it never
+ * visits). Queues a few of them, ahead of what earlier steps queued.
+ * m->lock held. */
+static void walk_step(struct meta *m, const char *key, const char *parent, const char *base,
+                      const struct meta_dir *d, int64_t now)
+{
+    size_t budget = (size_t)m->cfg.list_parallel * LIST_STEP_PER_THREAD;
+    struct list_job *batch = NULL, **tail = &batch;
+    if (m->stopping || m->cfg.list_parallel == 0)
+        return;
+
+    struct listing_slot *s = strmap_get(m->listings, key);
+    if (s)
+        s->walked = true;
+    bool go = schedule_dirs(m, key, d, 0, now, &budget, &tail);
+    const struct listing_slot *p = key[0] ? listing_fresh(m, parent, now) : NULL;
+    const struct meta_dir_entry *self = p && p->walked ? dir_find(p->dir, base) : NULL;
+    if (go && self)
+        schedule_dirs(m, parent, p->dir, (size_t)(self - p->dir->entries) + 1, now, &budget,
+                      &tail);
+    if (!batch)
+        return;
+    *tail = m->queue;
+    m->queue = batch;
+    queue_trim(m);
+    listers_start(m);
+    pthread_cond_broadcast(&m->work);
+}
+
+/* Takes a queued job out of the queue and the map (m->lock held). */
+static void job_unqueue(struct meta *m, struct list_job *j)
+{
+    for (struct list_job **link = &m->queue; *link; link = &(*link)->next) {
+        if (*link == j) {
+            *link = j->next;
+            break;
+        }
+    }
+    strmap_remove(m->jobs, j->key);
+    m->nqueued--;
+    job_free(j);
+}
+
+/* Ends a job that ran (m->lock held): wakes its waiters, who then look in
+ * the cache; the last one out frees it. */
+static void job_done(struct meta *m, struct list_job *j)
+{
+    if (!j)
+        return;
+    strmap_remove(m->jobs, j->key);
+    j->done = true;
+    pthread_cond_broadcast(&m->listed);
+    if (j->waiters == 0)
+        job_free(j);
+}
+
+/* A running job for key, registered so that others wait for it; NULL if
+ * it cannot be (the listing then goes on unshared). m->lock held. */
+static struct list_job *job_running(struct meta *m, const char *key)
+{
+    struct list_job *j = calloc(1, sizeof(*j));
+    if (j && !(j->key = strdup(key))) {
+        free(j);
+        return NULL;
+    }
+    if (j && strmap_put(m->jobs, key, j) < 0) {
+        job_free(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int list_and_build(struct meta *m, const char *key, struct meta_dir **out)
+{
+    struct store_listing raw = {0};
+    int rc = store_list_dir(m->store, key, &raw);
+    if (rc == 0)
+        rc = meta_dir_build(&raw, key, m->cfg.hidden_root_name, out);
+    store_listing_free(&raw);
+    if (rc == 0)
+        (*out)->expires_ms = clock_now_ms() + m->cfg.list_ttl_ms;
+    return rc;
+}
+
+/* Caches a listing made ahead, unless it failed, something changed
+ * meanwhile, or the cache has no room (m->lock held). Consumes d. */
+static void lister_keep(struct meta *m, struct list_job *j, int rc, struct meta_dir *d)
+{
+    const char *why = NULL;
+    if (rc < 0)
+        why = strerror(-rc);
+    else if (m->stopping)
+        why = "unmounting";
+    else if (j->epoch != m->epoch)
+        why = "invalidated meanwhile";
+    if (!why && strmap_count(m->listings) >= m->cfg.max_entries) {
+        int64_t now = clock_now_ms();
+        strmap_sweep(m->listings, listing_expired, &now);
+        if (strmap_count(m->listings) >= m->cfg.max_entries)
+            why = "the listing cache is full";
+    }
+    if (why) {
+        log_debug("listing %s ahead: dropped (%s)", j->key[0] ? j->key : "/", why);
+        m->counters.list_prefetch_dropped++;
+    } else {
+        listing_put(m, j->key, d, true, clock_now_ms());
+        m->counters.list_prefetched++;
+    }
+    meta_dir_put(d);
+}
+
+static void *lister_main(void *arg)
+{
+    struct meta *m = arg;
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        while (!m->queue && !m->stopping)
+            pthread_cond_wait(&m->work, &m->lock);
+        if (m->stopping)
+            break;
+        struct list_job *j = m->queue;
+        m->queue = j->next;
+        m->nqueued--;
+        j->next = NULL;
+        j->queued = false;
+        j->epoch = m->epoch;
+        m->counters.list_calls++;
+        pthread_mutex_unlock(&m->lock);
+        struct meta_dir *d = NULL;
+        int rc = list_and_build(m, j->key, &d);
+        pthread_mutex_lock(&m->lock);
+        lister_keep(m, j, rc, d);
+        job_done(m, j);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/* The cached listing of key into *out (1), or 0 when the store must be
+ * asked. A listing of key in flight is waited for; a queued one is taken
+ * back (the caller lists it now). m->lock held. */
+static int listing_lookup(struct meta *m, const char *key, const char *parent, const char *base,
+                          struct meta_dir **out)
+{
+    struct list_job *j = strmap_get(m->jobs, key);
+    if (j && j->queued) {
+        job_unqueue(m, j);
+    } else if (j) {
+        m->counters.list_prefetch_waits++;
+        j->waiters++;
+        while (!j->done)
+            pthread_cond_wait(&m->listed, &m->lock);
+        if (--j->waiters == 0)
+            job_free(j);
+    }
+    int64_t now = clock_now_ms();
+    struct listing_slot *s = listing_fresh(m, key, now);
+    if (!s)
+        return 0;
+    m->counters.listing_hits++;
+    __atomic_add_fetch(&s->dir->refs, 1, __ATOMIC_ACQ_REL);
+    *out = s->dir;
+    if (s->ahead) {
+        /* the walk came where it was expected: it goes on */
+        s->ahead = false;
+        m->counters.list_prefetch_hits++;
+        walk_step(m, key, parent, base, s->dir, now);
+    }
+    listing_touch(m, key, parent, now);
+    return 1;
+}
+
+int meta_opendir(struct meta *m, const char *key, struct meta_dir **out)
+{
+    struct meta_dir *d = NULL;
+    char *parent = malloc(strlen(key) + 1);
+    int rc = 0;
+    if (!parent)
+        return -ENOMEM;
+    const char *base = names_split(key, parent);
+
+    pthread_mutex_lock(&m->lock);
+    if (listing_lookup(m, key, parent, base, out))
+        goto out;
+    struct list_job *j = job_running(m, key);
     m->counters.list_calls++;
     pthread_mutex_unlock(&m->lock);
 
-    rc = store_list_dir(m->store, key, &raw);
-    if (rc < 0)
-        return rc;
-    rc = meta_dir_build(&raw, key, m->cfg.hidden_root_name, &d);
-    store_listing_free(&raw);
-    if (rc < 0)
-        return rc;
-    d->expires_ms = clock_now_ms() + m->cfg.list_ttl_ms;
-    d->refs = 2; /* the cache's and the caller's */
+    rc = list_and_build(m, key, &d);
+
     pthread_mutex_lock(&m->lock);
-    bound_map(m, m->listings, listing_expired);
-    if (strmap_put(m->listings, key, d) < 0)
-        d->refs = 1; /* strmap_put dropped the cache's reference on failure */
+    if (rc == 0) {
+        int64_t now = clock_now_ms();
+        bool walk = walk_seen(m, key, parent, now);
+        bound_map(m, m->listings, listing_expired);
+        listing_put(m, key, d, false, now);
+        listing_touch(m, key, parent, now);
+        if (walk)
+            walk_step(m, key, parent, base, d, now);
+        *out = d;
+    }
+    job_done(m, j);
+out:
     pthread_mutex_unlock(&m->lock);
-    *out = d;
-    return 0;
+    free(parent);
+    return rc;
 }
 
 void meta_invalidate(struct meta *m, const char *key)
@@ -347,6 +731,7 @@ void meta_invalidate(struct meta *m, const char *key)
     pthread_mutex_lock(&m->lock);
     strmap_remove(m->stats, key);
     strmap_remove(m->listings, parent);
+    m->epoch++; /* what is being listed now may predate the change */
     pthread_mutex_unlock(&m->lock);
     free(parent);
 }

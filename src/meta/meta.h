@@ -12,7 +12,19 @@
  * answers from the parent's cached listing when there is one; otherwise it
  * asks the store about that one name (never lists its whole directory).
  * Both caches are bounded (max_entries each). One mutex guards both; it is
- * never held across a store call. */
+ * never held across a store call.
+ *
+ * Listing ahead (list_parallel > 0): when a walk shows (a directory is
+ * listed while its parent's listing was used within the last few seconds,
+ * or a listing listed ahead is used), the directories the walk visits next
+ * (the children of that directory, then its later siblings if the walk came
+ * through their parent) are listed in
+ * the background, list_parallel at once, into the listing cache. Only
+ * directories, a bounded few per step, only while the cache has room (a
+ * guess never evicts anything); a background failure is dropped, never
+ * cached; an opendir of a directory being listed waits for that listing
+ * instead of asking again. Threads start with the first listing ahead and
+ * end in meta_free. */
 #ifndef ZIPPERFS_META_H
 #define ZIPPERFS_META_H
 
@@ -27,6 +39,7 @@ struct meta_config {
     int64_t list_ttl_ms;
     int64_t negative_ttl_ms;
     size_t max_entries;
+    unsigned list_parallel; /* background listings at once; 0: none (the default here) */
     const char *hidden_root_name; /* a root child never shown (the control dir), or NULL */
 };
 
@@ -52,8 +65,16 @@ struct meta_dir {
 };
 
 struct meta_stats {
-    uint64_t list_calls, stat_calls, listing_hits, stat_hits, negative_hits;
+    uint64_t list_calls; /* store listings, foreground and background */
+    uint64_t stat_calls, listing_hits, stat_hits, negative_hits;
+    uint64_t list_prefetched;     /* background listings cached */
+    uint64_t list_prefetch_hits;  /* opendirs answered by one of them (first use) */
+    uint64_t list_prefetch_waits; /* opendirs that waited for the same listing in flight */
+    uint64_t list_prefetch_dropped; /* failed, stale, or no room: not cached */
 };
+
+/* The most background listings at once */
+#define META_LIST_PARALLEL_MAX 32
 
 struct meta;
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "meta/meta.h"
 #include "meta/names.h"
@@ -324,6 +325,16 @@ struct fake_store {
     size_t n;
     int fail; /* a -errno every call returns, or 0 */
     int list_calls, stat_calls, prefix_calls, read_calls;
+    /* listings: which directories, how often; one directory whose listing
+     * fails; one whose listing waits until the gate opens */
+    char listed[FAKE_MAX][64];
+    int listed_count[FAKE_MAX];
+    size_t nlisted;
+    char fail_key[64];
+    int list_delay_ms; /* each listing takes this long */
+    char gate_key[64];
+    bool gate_open, gate_entered;
+    pthread_cond_t gate;
 };
 
 static struct fake_store *fake(struct store *s)
@@ -335,8 +346,27 @@ static int fake_list_dir(struct store *s, const char *dir, struct store_listing 
 {
     struct fake_store *f = fake(s);
     __atomic_add_fetch(&f->list_calls, 1, __ATOMIC_RELAXED);
+    if (f->list_delay_ms > 0) {
+        struct timespec delay = {0, f->list_delay_ms * 1000000L};
+        nanosleep(&delay, NULL);
+    }
     pthread_mutex_lock(&f->lock);
+    size_t k = 0;
+    while (k < f->nlisted && strcmp(f->listed[k], dir) != 0)
+        k++;
+    if (k == f->nlisted && k < FAKE_MAX && strlen(dir) < sizeof(f->listed[0]))
+        strcpy(f->listed[f->nlisted++], dir);
+    if (k < f->nlisted)
+        f->listed_count[k]++;
+    if (f->gate_key[0] && strcmp(dir, f->gate_key) == 0) {
+        f->gate_entered = true;
+        pthread_cond_broadcast(&f->gate);
+        while (!f->gate_open)
+            pthread_cond_wait(&f->gate, &f->lock);
+    }
     int rc = f->fail;
+    if (f->fail_key[0] && strcmp(dir, f->fail_key) == 0)
+        rc = -EIO;
     char prefix[80];
     snprintf(prefix, sizeof(prefix), "%s%s", dir, dir[0] ? "/" : "");
     size_t plen = strlen(prefix);
@@ -416,6 +446,51 @@ static void fake_init(struct fake_store *f)
     memset(f, 0, sizeof(*f));
     f->base.ops = &fake_ops;
     pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->gate, NULL);
+}
+
+/* How often directory dir was listed */
+static int listed(struct fake_store *f, const char *dir)
+{
+    int n = 0;
+    pthread_mutex_lock(&f->lock);
+    for (size_t k = 0; k < f->nlisted; k++)
+        if (strcmp(f->listed[k], dir) == 0)
+            n = f->listed_count[k];
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+static void gate_set(struct fake_store *f, const char *key)
+{
+    pthread_mutex_lock(&f->lock);
+    snprintf(f->gate_key, sizeof(f->gate_key), "%s", key);
+    f->gate_open = false;
+    f->gate_entered = false;
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Waits (5 s at most) until a listing of the gated directory is held */
+static bool gate_wait_entered(struct fake_store *f)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&f->lock);
+    int rc = 0;
+    while (!f->gate_entered && rc == 0)
+        rc = pthread_cond_timedwait(&f->gate, &f->lock, &until);
+    bool entered = f->gate_entered;
+    pthread_mutex_unlock(&f->lock);
+    return entered;
+}
+
+static void gate_release(struct fake_store *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->gate_open = true;
+    pthread_cond_broadcast(&f->gate);
+    pthread_mutex_unlock(&f->lock);
 }
 
 static void fake_put(struct fake_store *f, const char *name, uint64_t size)
@@ -448,6 +523,10 @@ static int calls(struct fake_store *f)
 static void reset_calls(struct fake_store *f)
 {
     f->list_calls = f->stat_calls = f->prefix_calls = f->read_calls = 0;
+    pthread_mutex_lock(&f->lock);
+    f->nlisted = 0;
+    memset(f->listed_count, 0, sizeof(f->listed_count));
+    pthread_mutex_unlock(&f->lock);
 }
 
 struct fixture {
@@ -480,7 +559,9 @@ static int fixture_setup(void **state)
 static int fixture_teardown(void **state)
 {
     struct fixture *fx = *state;
+    gate_release(&fx->store); /* a test that failed may have left it shut */
     meta_free(fx->m);
+    pthread_cond_destroy(&fx->store.gate);
     pthread_mutex_destroy(&fx->store.lock);
     free(fx);
     return 0;
@@ -1008,6 +1089,371 @@ static void test_threads(void **state)
     }
 }
 
+/* the same, with listings ahead racing the lookups and invalidations */
+static void test_threads_listing_ahead(void **state)
+{
+    struct fixture *fx = *state;
+    fx->cfg.list_parallel = 3;
+    test_threads(state);
+}
+
+/* ---- listing ahead of a walk ------------------------------------------ */
+
+static int list_calls(struct fake_store *f)
+{
+    return __atomic_load_n(&f->list_calls, __ATOMIC_RELAXED);
+}
+
+/* w/a0..a3, each with s0..s2 holding one file, and a file w/top */
+static void put_walk_tree(struct fake_store *f)
+{
+    char key[64];
+    for (int a = 0; a < 4; a++) {
+        for (int s = 0; s < 3; s++) {
+            snprintf(key, sizeof(key), "w/a%d/s%d/f", a, s);
+            fake_put(f, key, (uint64_t)(a * 10 + s));
+        }
+    }
+    fake_put(f, "w/top", 1);
+}
+
+/* Waits (5 s at most) until n listings ahead were kept or dropped */
+static void wait_ahead(struct meta *m, uint64_t n)
+{
+    struct meta_stats st;
+    for (int i = 0; i < 5000; i++) {
+        meta_get_stats(m, &st);
+        if (st.list_prefetched + st.list_prefetch_dropped >= n)
+            return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    fail_msg("listings ahead: %llu kept, %llu dropped, %llu expected",
+             (unsigned long long)st.list_prefetched,
+             (unsigned long long)st.list_prefetch_dropped, (unsigned long long)n);
+}
+
+static void settle(void)
+{
+    struct timespec ms = {0, 100 * 1000000};
+    nanosleep(&ms, NULL);
+}
+
+static void open_ok(struct meta *m, const char *key, size_t count)
+{
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_opendir(m, key, &d), 0);
+    assert_int_equal(d->count, count);
+    meta_dir_put(d);
+}
+
+/* Walks dir depth first, as find does, and prints every entry to out */
+static void walk(struct meta *m, const char *dir, FILE *out)
+{
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_opendir(m, dir, &d), 0);
+    for (size_t i = 0; i < d->count; i++) {
+        const struct meta_dir_entry *e = &d->entries[i];
+        char key[128];
+        snprintf(key, sizeof(key), "%s%s%s", dir, dir[0] ? "/" : "", e->name);
+        fprintf(out, "%s %d %llu %lld\n", key, e->attr.is_dir,
+                (unsigned long long)e->attr.attr.size, (long long)e->attr.attr.generation);
+        struct meta_attr a;
+        assert_int_equal(meta_getattr(m, key, &a), 0);
+        assert_int_equal(a.is_dir, e->attr.is_dir);
+        if (e->attr.is_dir)
+            walk(m, key, out);
+    }
+    meta_dir_put(d);
+}
+
+static char *walk_text(struct meta *m, const char *dir)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    assert_non_null(out);
+    walk(m, dir, out);
+    fclose(out);
+    return text;
+}
+
+static void test_walk_lists_ahead_once(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    struct meta *plain = fx_meta(fx);
+    char *expected = walk_text(plain, "");
+    int plain_lists = list_calls(&fx->store);
+
+    fx->cfg.list_parallel = 2;
+    fx->store.list_delay_ms = 5; /* a walk as slow as a store's answers */
+    struct meta *m = fx_meta(fx);
+    char *got = walk_text(m, "");
+    assert_string_equal(got, expected);
+    settle();
+    /* every directory listed once, in the foreground or ahead */
+    assert_int_equal(list_calls(&fx->store), plain_lists);
+    assert_int_equal(listed(&fx->store, "w"), 1);
+    assert_int_equal(listed(&fx->store, "w/a3/s2"), 1);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    /* how many were ahead depends on how fast the walk goes, which a
+     * queued listing taken back by the walk keeps exact */
+    assert_true(st.list_prefetched >= 1);
+    assert_true(st.list_prefetch_hits + st.list_prefetch_waits >= 1);
+    assert_int_equal(st.list_prefetch_dropped, 0);
+    assert_int_equal(st.list_calls, (uint64_t)plain_lists);
+    free(got);
+    free(expected);
+}
+
+static void test_no_walk_no_ahead(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.list_parallel = 4;
+    struct meta *m = fx_meta(fx);
+    /* a directory whose parent was never listed: no walk */
+    open_ok(m, "w/a1", 3);
+    /* a lookup (not a listing) of the parent is no walk either */
+    struct meta_attr a;
+    assert_int_equal(meta_getattr(m, "w/a2", &a), 0);
+    open_ok(m, "w/a2", 3);
+    settle();
+    assert_int_equal(list_calls(&fx->store), 2);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_prefetched, 0);
+
+    /* list_parallel=0: a walk lists nothing ahead */
+    fx->cfg.list_parallel = 0;
+    m = fx_meta(fx);
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    settle();
+    assert_int_equal(list_calls(&fx->store), 2);
+}
+
+static void test_walk_detected_lists_dirs_only(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fake_put(&fx->store, "w/a4/x", 1);
+    fake_put(&fx->store, "w/a5/x", 1);
+    fake_put(&fx->store, "x/y", 1); /* a sibling of w after it */
+    fx->cfg.list_parallel = 1;      /* 4 per step */
+    struct meta *m = fx_meta(fx);
+    open_ok(m, "w", 7); /* its parent was not listed: no walk yet */
+    settle();
+    assert_int_equal(list_calls(&fx->store), 1);
+
+    fx->cfg.list_parallel = 1;
+    m = fx_meta(fx);
+    open_ok(m, "", 6);
+    /* a step into w: its subdirectories, not its siblings (the walk did
+     * not come through the root) */
+    open_ok(m, "w", 7);
+    wait_ahead(m, 4);
+    settle();
+    assert_int_equal(list_calls(&fx->store), 2 + 4);
+    assert_int_equal(listed(&fx->store, "w/a0"), 1);
+    assert_int_equal(listed(&fx->store, "w/a3"), 1);
+    assert_int_equal(listed(&fx->store, "w/a4"), 0);  /* past the step's 4 */
+    assert_int_equal(listed(&fx->store, "x"), 0);     /* the walk started in w */
+    assert_int_equal(listed(&fx->store, "w/top"), 0); /* a file */
+    assert_int_equal(listed(&fx->store, "both"), 0);
+
+    /* a step into a1, listed ahead: no call for it; its subdirectories,
+     * then its later siblings not listed yet */
+    open_ok(m, "w/a1", 3);
+    assert_int_equal(listed(&fx->store, "w/a1"), 1);
+    wait_ahead(m, 8);
+    settle();
+    assert_int_equal(list_calls(&fx->store), 2 + 8);
+    assert_int_equal(listed(&fx->store, "w/a1/s0"), 1);
+    assert_int_equal(listed(&fx->store, "w/a1/s2"), 1);
+    assert_int_equal(listed(&fx->store, "w/a4"), 1);
+    assert_int_equal(listed(&fx->store, "w/a5"), 0);
+    assert_int_equal(listed(&fx->store, "w/a0/s0"), 0); /* before a1: walked already */
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_prefetch_hits, 1);
+    assert_int_equal(st.list_prefetched, 8);
+    assert_int_equal(st.list_calls, 10);
+}
+
+static void test_step_and_queue_bounded(void **state)
+{
+    struct fixture *fx = *state;
+    char key[64];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "big/d%03d/x", i);
+        fake_put(&fx->store, key, 1);
+    }
+    fx->cfg.list_parallel = 1;
+    struct meta *m = fx_meta(fx);
+    gate_set(&fx->store, "big/d000"); /* holds the one thread */
+    open_ok(m, "", 5);
+    open_ok(m, "big", 100);
+    assert_true(gate_wait_entered(&fx->store));
+    gate_release(&fx->store);
+    settle();
+    /* one step schedules 4 per thread */
+    assert_int_equal(list_calls(&fx->store), 2 + 4);
+    assert_int_equal(listed(&fx->store, "big/d004"), 0);
+}
+
+static void test_ahead_never_evicts(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.max_entries = 5;
+    fx->cfg.list_parallel = 4;
+    struct meta *m = fx_meta(fx);
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    settle();
+    /* two cached, and ahead only while the cache keeps room for one more:
+     * 2 + ahead + 1 < 5 */
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_prefetched, 1);
+    int before = list_calls(&fx->store);
+    open_ok(m, "", 5); /* both still cached */
+    open_ok(m, "w", 5);
+    assert_int_equal(list_calls(&fx->store), before);
+}
+
+static void test_ahead_failure_not_cached(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.list_parallel = 2;
+    struct meta *m = fx_meta(fx);
+    pthread_mutex_lock(&fx->store.lock);
+    snprintf(fx->store.fail_key, sizeof(fx->store.fail_key), "w/a1");
+    pthread_mutex_unlock(&fx->store.lock);
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    wait_ahead(m, 4);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_prefetch_dropped, 1);
+    /* the failure was not kept: an opendir asks again, and gets the error
+     * itself while it lasts */
+    struct meta_dir *d = NULL;
+    assert_int_equal(meta_opendir(m, "w/a1", &d), -EIO);
+    assert_int_equal(listed(&fx->store, "w/a1"), 2);
+    pthread_mutex_lock(&fx->store.lock);
+    fx->store.fail_key[0] = '\0';
+    pthread_mutex_unlock(&fx->store.lock);
+    open_ok(m, "w/a1", 3);
+    assert_int_equal(listed(&fx->store, "w/a1"), 3);
+}
+
+struct opener {
+    struct meta *m;
+    const char *key;
+    int rc;
+    size_t count;
+};
+
+static void *open_thread(void *p)
+{
+    struct opener *o = p;
+    struct meta_dir *d = NULL;
+    o->rc = meta_opendir(o->m, o->key, &d);
+    if (o->rc == 0)
+        o->count = d->count;
+    meta_dir_put(d);
+    return NULL;
+}
+
+static void test_opendir_waits_for_listing_in_flight(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.list_parallel = 2;
+    struct meta *m = fx_meta(fx);
+    gate_set(&fx->store, "w/a0");
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    assert_true(gate_wait_entered(&fx->store));
+    struct opener o = {.m = m, .key = "w/a0", .rc = 1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, open_thread, &o), 0);
+    settle(); /* it waits */
+    gate_release(&fx->store);
+    pthread_join(th, NULL);
+    assert_int_equal(o.rc, 0);
+    assert_int_equal(o.count, 3);
+    assert_int_equal(listed(&fx->store, "w/a0"), 1);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.list_prefetch_waits, 1);
+    assert_int_equal(st.list_prefetch_hits, 1);
+}
+
+static void test_invalidated_while_listing_ahead(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.list_parallel = 1;
+    struct meta *m = fx_meta(fx);
+    gate_set(&fx->store, "w/a0");
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    assert_true(gate_wait_entered(&fx->store));
+    meta_invalidate(m, "w/a0/new"); /* an object changed while it was listed */
+    gate_release(&fx->store);
+    wait_ahead(m, 1);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_true(st.list_prefetch_dropped >= 1);
+    open_ok(m, "w/a0", 3);
+    assert_int_equal(listed(&fx->store, "w/a0"), 2);
+}
+
+static void test_ahead_respects_ttl(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    fx->cfg.list_parallel = 2;
+    fx->cfg.list_ttl_ms = SHORT_TTL_MS;
+    struct meta *m = fx_meta(fx);
+    open_ok(m, "", 5);
+    open_ok(m, "w", 5);
+    wait_ahead(m, 4);
+    fake_put(&fx->store, "w/a2/late", 1);
+    struct timespec past = {0, PAST_TTL_MS * 1000000L};
+    nanosleep(&past, NULL);
+    open_ok(m, "w/a2", 4); /* the listing ahead lapsed: asked again */
+    assert_int_equal(listed(&fx->store, "w/a2"), 2);
+}
+
+static void test_free_stops_listing_ahead(void **state)
+{
+    struct fixture *fx = *state;
+    char key[64];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "big/d%03d/x", i);
+        fake_put(&fx->store, key, 1);
+    }
+    fx->cfg.list_parallel = 1;
+    struct meta *m = fx_meta(fx);
+    gate_set(&fx->store, "big/d000");
+    open_ok(m, "", 5);
+    open_ok(m, "big", 100);
+    assert_true(gate_wait_entered(&fx->store));
+    /* unmounting with one listing in flight and others queued: the queued
+     * ones never run */
+    gate_release(&fx->store);
+    meta_free(m);
+    fx->m = NULL;
+    assert_true(list_calls(&fx->store) <= 2 + 4);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR); /* the skipped names are logged as warnings */
@@ -1035,6 +1481,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cache_bounded, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cache_bound_of_one, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_threads, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_threads_listing_ahead, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_walk_lists_ahead_once, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_no_walk_no_ahead, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_walk_detected_lists_dirs_only, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_step_and_queue_bounded, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ahead_never_evicts, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ahead_failure_not_cached, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_opendir_waits_for_listing_in_flight, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_invalidated_while_listing_ahead, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ahead_respects_ttl, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_free_stops_listing_ahead, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
