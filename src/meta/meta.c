@@ -747,10 +747,10 @@ int meta_cached_dir(struct meta *m, const char *key, struct meta_dir **out)
 {
     int rc = -ENOENT;
     pthread_mutex_lock(&m->lock);
-    struct meta_dir *d = strmap_get(m->listings, key);
-    if (d && d->expires_ms > clock_now_ms()) {
-        __atomic_add_fetch(&d->refs, 1, __ATOMIC_ACQ_REL);
-        *out = d;
+    struct listing_slot *s = listing_fresh(m, key, clock_now_ms());
+    if (s) {
+        __atomic_add_fetch(&s->dir->refs, 1, __ATOMIC_ACQ_REL);
+        *out = s->dir;
         rc = 0;
     }
     pthread_mutex_unlock(&m->lock);
