@@ -492,6 +492,7 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         .output_url = cfg->output_bucket,
         .max_jobs = cfg->max_jobs,
         .limits = REQUEST_LIMITS_DEFAULT,
+        .notify_retry_max_ms = (int64_t)(cfg->notify_retry_max_s * 1000),
     };
     rc_cfg.limits.max_request_bytes = cfg->max_request_bytes;
     rc_cfg.limits.max_members = cfg->max_request_paths;

@@ -32,12 +32,19 @@ enum notice {
     NOTICE_NONE,    /* not notified yet */
     NOTICE_SENDING, /* being handed to the outbox */
     NOTICE_QUEUED,  /* durable in the outbox: notified */
-    NOTICE_FAILED,  /* the outbox refused it (logged, in the status) */
+    NOTICE_FAILED,  /* the outbox refused it (logged, in the status): tried
+                       again at retry_at_ms */
 };
+
+/* The first wait before handing a refused notification over again; it
+ * doubles up to the config's notify_retry_max_ms. */
+#define NOTICE_RETRY_FIRST_MS 1000
 
 struct entry_requester {
     struct requester who;
     enum notice notice;
+    unsigned failures;   /* refusals in a row */
+    int64_t retry_at_ms; /* NOTICE_FAILED: when to try again (monotonic) */
 };
 
 /* One request. Fields below `lock` are guarded by rs->lock. */
@@ -50,6 +57,7 @@ struct entry {
     bool refused;
     enum entry_state state;
     char error[ERROR_MAX];
+    char notify_error[ERROR_MAX]; /* the last refusal while any is pending */
     struct entry_requester *requesters;
     size_t nrequesters;
     struct archive *archive; /* once laid out (one reference) */
@@ -74,6 +82,10 @@ struct request_set {
     bool stopping;
     pthread_t *threads;
     unsigned nthreads;
+    pthread_cond_t notice_cond; /* a notice failed, or stopping (monotonic) */
+    pthread_t notice_thread;
+    bool notice_started;
+    unsigned notices_failed; /* requesters in NOTICE_FAILED */
     struct request_set_stats stats;
 };
 
@@ -109,16 +121,44 @@ int request_set_new(const struct request_set_config *cfg, struct request_set **o
         free(rs);
         return -ENOMEM;
     }
+    if (rs->cfg.notify_retry_max_ms < NOTICE_RETRY_FIRST_MS)
+        rs->cfg.notify_retry_max_ms = rs->cfg.notify_retry_max_ms > 0 ? rs->cfg.notify_retry_max_ms
+                                                                      : 60000;
     pthread_mutex_init(&rs->lock, NULL);
     pthread_cond_init(&rs->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rs->notice_cond, &ca);
+    pthread_condattr_destroy(&ca);
     *out = rs;
     return 0;
 }
 
 /* ---- notifications ------------------------------------------------------ */
 
+/* Whether any of e's requesters waits for a notification to be handed
+ * over again (rs->lock held). */
+static bool entry_notices_failed(const struct entry *e)
+{
+    for (size_t i = 0; i < e->nrequesters; i++)
+        if (e->requesters[i].notice == NOTICE_FAILED)
+            return true;
+    return false;
+}
+
+/* The wait after the n-th refusal in a row: 1 s doubling to the cap. */
+static int64_t notice_backoff_ms(const struct request_set *rs, unsigned n)
+{
+    int64_t ms = NOTICE_RETRY_FIRST_MS;
+    for (unsigned i = 1; i < n && ms < rs->cfg.notify_retry_max_ms; i++)
+        ms *= 2;
+    return ms < rs->cfg.notify_retry_max_ms ? ms : rs->cfg.notify_retry_max_ms;
+}
+
 /* Sends each requester not yet notified its message. Called once the
- * archive is done, and again when a requester joins a done archive. */
+ * archive is done, again when a requester joins a done archive, and by the
+ * notice thread for those whose notification the outbox refused. */
 static void notify_pending(struct entry *e)
 {
     struct request_set *rs = e->rs;
@@ -153,18 +193,28 @@ static void notify_pending(struct entry *e)
             rc = rs->cfg.notify(rs->cfg.notify_arg, e->name, msg, len);
         free(msg);
         pthread_mutex_lock(&rs->lock);
-        e->requesters[k].notice = rc == 0 ? NOTICE_QUEUED : NOTICE_FAILED;
+        struct entry_requester *r = &e->requesters[k];
+        int64_t wait_ms = 0;
         if (rc == 0) {
+            r->notice = NOTICE_QUEUED;
+            r->failures = 0;
             rs->stats.notifications++;
+            if (!entry_notices_failed(e))
+                e->notify_error[0] = '\0';
         } else {
+            r->notice = NOTICE_FAILED;
+            wait_ms = notice_backoff_ms(rs, ++r->failures);
+            r->retry_at_ms = clock_now_ms() + wait_ms;
+            rs->notices_failed++;
             rs->stats.notify_errors++;
-            snprintf(e->error, sizeof(e->error), "a notification could not be queued: %s",
-                     strerror(-rc));
+            snprintf(e->notify_error, sizeof(e->notify_error),
+                     "a notification could not be queued: %s (tried again)", strerror(-rc));
+            pthread_cond_broadcast(&rs->notice_cond);
         }
         pthread_mutex_unlock(&rs->lock);
         if (rc < 0)
-            log_error("request %s: notification for %s not queued: %s", e->name, who.email,
-                      strerror(-rc));
+            log_error("request %s: notification for %s not queued: %s; trying again in %lld ms",
+                      e->name, who.email, strerror(-rc), (long long)wait_ms);
         else
             log_info("request %s: notification for %s <%s> queued", e->name, who.name,
                      who.email);
@@ -398,8 +448,54 @@ static void *job_thread(void *arg)
     }
 }
 
+/* Hands refused notifications over again when their time comes: the
+ * outbox may refuse one for a while (a full disk), never for good. */
+static void *notice_thread(void *arg)
+{
+    struct request_set *rs = arg;
+    pthread_mutex_lock(&rs->lock);
+    while (!rs->stopping) {
+        int64_t now = clock_now_ms(), next = INT64_MAX;
+        struct entry *due = NULL;
+        for (struct entry *e = rs->all; e && !due && rs->notices_failed > 0; e = e->all_next)
+            for (size_t i = 0; i < e->nrequesters; i++) {
+                struct entry_requester *r = &e->requesters[i];
+                if (r->notice != NOTICE_FAILED)
+                    continue;
+                if (r->retry_at_ms <= now) {
+                    r->notice = NOTICE_NONE; /* notify_pending takes it */
+                    rs->notices_failed--;
+                    due = e;
+                } else if (r->retry_at_ms < next) {
+                    next = r->retry_at_ms;
+                }
+            }
+        if (due) {
+            pthread_mutex_unlock(&rs->lock);
+            notify_pending(due);
+            pthread_mutex_lock(&rs->lock);
+        } else if (next == INT64_MAX) {
+            pthread_cond_wait(&rs->notice_cond, &rs->lock);
+        } else {
+            struct timespec ts = {.tv_sec = (time_t)(next / 1000),
+                                  .tv_nsec = (long)(next % 1000) * 1000000};
+            pthread_cond_timedwait(&rs->notice_cond, &rs->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&rs->lock);
+    return NULL;
+}
+
 int request_set_start(struct request_set *rs)
 {
+    if (rs->cfg.notify) {
+        int rc = pthread_create(&rs->notice_thread, NULL, notice_thread, rs);
+        if (rc != 0) {
+            log_error("cannot start the notification thread: %s", strerror(rc));
+            return -rc;
+        }
+        rs->notice_started = true;
+    }
     if (rs->cfg.max_jobs == 0)
         return 0; /* archives are materialized by their readers only */
     rs->threads = calloc(rs->cfg.max_jobs, sizeof(*rs->threads));
@@ -425,10 +521,15 @@ void request_set_free(struct request_set *rs)
     for (struct entry *e = rs->all; e; e = e->all_next)
         __atomic_store_n(&e->cancel, 1, __ATOMIC_RELAXED);
     pthread_cond_broadcast(&rs->cond);
+    pthread_cond_broadcast(&rs->notice_cond);
     pthread_mutex_unlock(&rs->lock);
     for (unsigned i = 0; i < rs->nthreads; i++)
         pthread_join(rs->threads[i], NULL);
     free(rs->threads);
+    if (rs->notice_started)
+        pthread_join(rs->notice_thread, NULL);
+    if (rs->notices_failed > 0)
+        log_error("%u notification(s) the outbox refused were never queued", rs->notices_failed);
     /* no thread left: archives kept alive by nobody else go now, and an
      * archive that outlives its entry must not call back into it */
     while (rs->all) {
@@ -440,6 +541,7 @@ void request_set_free(struct request_set *rs)
     }
     strmap_free(rs->by_name);
     pthread_cond_destroy(&rs->cond);
+    pthread_cond_destroy(&rs->notice_cond);
     pthread_mutex_destroy(&rs->lock);
     free(rs);
 }
@@ -677,7 +779,8 @@ int request_status_json(struct request_set *rs, const char *name, char **out, si
             json_object_new_string(e->req.format == REQUEST_PROTOBUF ? "protobuf" : "text"));
         json_object_object_add(o, "paths", json_object_new_int64((int64_t)e->req.npaths));
     }
-    json_object_object_add(o, "error", e->error[0] ? json_object_new_string(e->error) : NULL);
+    const char *error = e->error[0] ? e->error : e->notify_error[0] ? e->notify_error : NULL;
+    json_object_object_add(o, "error", error ? json_object_new_string(error) : NULL);
     size_t notified = 0;
     for (size_t i = 0; i < e->nrequesters; i++)
         notified += e->requesters[i].notice == NOTICE_QUEUED;

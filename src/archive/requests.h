@@ -19,8 +19,15 @@
  * A bad request (request_parse refused it, or its archive cannot be laid
  * out) is kept as a failed entry: its status file says why.
  *
- * Threads: max_jobs job threads, started by request_set_start (after the
- * daemon has forked into the background) and joined by request_set_free.
+ * A notification the callback refuses (-errno: the outbox cannot write it
+ * now) is handed over again, 1 s later and then at doubling intervals up to
+ * notify_retry_max_ms, until it is taken; the status shows the last error
+ * meanwhile.
+ *
+ * Threads: max_jobs job threads and, with a notify callback, one thread
+ * that hands refused notifications over again; started by
+ * request_set_start (after the daemon has forked into the background) and
+ * joined by request_set_free.
  * One mutex (rs->lock) guards the registry and every entry's fields; it is
  * never held across a store call, a layout or a notify callback. Entries
  * live until request_set_free (an archive's completion callback points to
@@ -47,6 +54,9 @@ struct request_set_config {
                                      (readers alone materialize them) */
     request_notify_fn notify;     /* NULL: nobody is notified */
     void *notify_arg;
+    int64_t notify_retry_max_ms;  /* a refused notification is handed over
+                                     again after 1 s, doubling up to this
+                                     (0: 60 s) */
     struct store *output;         /* borrowed; NULL: no output bucket */
     const char *output_url;       /* how the status file names it, "gs://b/p" */
 };

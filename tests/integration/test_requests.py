@@ -474,6 +474,56 @@ class NotificationTest(harness.MountTestCase):
         time.sleep(0.5)
         self.assertEqual(len(self.posts(log)), 1)
 
+    def test_outbox_full_then_room(self):
+        # the outbox on a small tmpfs, filled up: the message cannot be
+        # written, the status says so, and once there is room again it is
+        # queued and delivered without anyone asking
+        if os.geteuid() != 0:
+            self.skipTest("mounting a tmpfs needs root")
+        cache = self.tempdir()
+        outbox = os.path.join(cache, "outbox")
+        os.makedirs(outbox)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", outbox], check=True)
+        self.addCleanup(subprocess.run, ["umount", "-l", outbox])
+        spool = self.tempdir()
+        m = self.nmount(["notify_dir=" + spool], cache=cache)
+        filler = os.path.join(outbox, "filler")
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError as e:
+                self.assertEqual(e.errno, errno.ENOSPC)
+        self.assertEqual(write_request(self.control(m, "requests", "full"), b"a/one.txt\n"), 0)
+        self.assertEqual(self.wait_done(m, "full")["state"], "done")
+        deadline = time.monotonic() + 10
+        while "could not be queued" not in (self.status(m, "full")["error"] or "") \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = self.status(m, "full")
+        self.assertIn("could not be queued", st["error"] or "")
+        self.assertEqual(st["notified"], 0)
+        time.sleep(1.5)  # refused again meanwhile (notify_retry_max=1)
+        self.assertGreaterEqual(m.log_text().count("request full: notification for"), 2)
+        self.assertEqual(os.listdir(spool), [])
+        os.unlink(filler)
+        deadline = time.monotonic() + 10
+        while self.status(m, "full")["notified"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        st = self.status(m, "full")
+        self.assertEqual(st["notified"], 1)
+        self.assertIsNone(st["error"])
+        while not os.listdir(spool) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        files = os.listdir(spool)
+        self.assertEqual(len(files), 1)
+        with open(os.path.join(spool, files[0]), "rb") as f:
+            self.assertEqual(self.decode(f.read()).zipfile, "full.zip")
+        with open(self.control(m, "stats")) as f:
+            counters = json.load(f)["requests"]
+        self.assertEqual(counters["notifications_queued"], 1)
+        self.assertGreaterEqual(counters["notification_errors"], 2)
+
     def test_sigkill_before_delivery_then_restart(self):
         import servers
         port = servers.free_port()
