@@ -509,6 +509,9 @@ void zfs_free(struct zfs *z)
 {
     if (!z)
         return;
+    /* nothing waits on the network from here on: a listing ahead, a job's
+     * fetch, an upload or a POST under way stops within a second */
+    http_client_stop(z->http);
     request_set_free(z->requests);
     outbox_free(z->outbox);
     store_destroy(z->output);

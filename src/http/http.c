@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,9 @@ struct http_client {
     CURL **idle;               /* handles not in use; each keeps its connections */
     size_t idle_count;
     size_t idle_alloc;
+    atomic_bool stopping;      /* http_client_stop: every request ends now */
+    pthread_mutex_t stop_lock; /* with stop_cond: backoff sleeps that it ends */
+    pthread_cond_t stop_cond;
 };
 
 void http_client_config_default(struct http_client_config *cfg)
@@ -58,6 +62,13 @@ int http_client_new(const struct http_client_config *cfg, struct http_client **o
     c->cfg = *cfg;
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&c->share_locks[i], NULL);
+    atomic_init(&c->stopping, false);
+    pthread_mutex_init(&c->stop_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->stop_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&c->pool_lock, NULL);
     c->share = curl_share_init();
     if (!c->share) {
@@ -84,7 +95,35 @@ void http_client_free(struct http_client *c)
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&c->share_locks[i]);
     pthread_mutex_destroy(&c->pool_lock);
+    pthread_cond_destroy(&c->stop_cond);
+    pthread_mutex_destroy(&c->stop_lock);
     free(c);
+}
+
+void http_client_stop(struct http_client *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->stop_lock);
+    atomic_store(&c->stopping, true);
+    pthread_cond_broadcast(&c->stop_cond);
+    pthread_mutex_unlock(&c->stop_lock);
+}
+
+/* Sleeps ms unless the client is stopped meanwhile. Returns false when it
+ * is (at once, or during the sleep). */
+static bool stop_sleep(struct http_client *c, int64_t ms)
+{
+    int64_t until = clock_now_ms() + ms;
+    struct timespec ts = {.tv_sec = (time_t)(until / 1000),
+                          .tv_nsec = (long)(until % 1000) * 1000000};
+    pthread_mutex_lock(&c->stop_lock);
+    while (!atomic_load(&c->stopping) &&
+           pthread_cond_timedwait(&c->stop_cond, &c->stop_lock, &ts) == 0)
+        ;
+    bool go_on = !atomic_load(&c->stopping);
+    pthread_mutex_unlock(&c->stop_lock);
+    return go_on;
 }
 
 void http_client_retry_policy(const struct http_client *c, struct retry_policy *out)
@@ -126,6 +165,7 @@ static void pool_give(struct http_client *c, CURL *h)
 
 /* State of one attempt, seen by the curl callbacks. */
 struct attempt {
+    struct http_client *client;
     CURL *handle;
     const struct http_request *req;
     uint64_t delivered;     /* body bytes handed to the sink over all attempts */
@@ -139,6 +179,7 @@ struct attempt {
     curl_off_t last_dlnow;
     curl_off_t last_ulnow;
     bool stalled;           /* aborted by the stall check */
+    bool stopped;           /* aborted by http_client_stop */
     bool complete;          /* a 200 to a ranged GET has given all of the range */
     bool bad_range;         /* a 206 for another range than asked */
     uint64_t first_byte;    /* the first byte this attempt asked for */
@@ -216,6 +257,11 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     (void)ultotal;
     struct attempt *a = arg;
     int64_t now = clock_now_ms();
+    /* libcurl calls this about once a second even while nothing moves */
+    if (atomic_load(&a->client->stopping)) {
+        a->stopped = true;
+        return 1;
+    }
     /* a stream's sink is asked now and then whether it still wants the
      * bytes (NULL, 0): a reader that went away stops the transfer even
      * while the server sends nothing */
@@ -311,7 +357,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
     if (req->no_retry)
         policy.max_attempts = 1;
 
-    struct attempt a = {.req = req, .limit = req->range_len,
+    struct attempt a = {.client = c, .req = req, .limit = req->range_len,
                         .stall_ms = c->cfg.stall_timeout_ms};
     dynbuf_init(&a.error_body, HTTP_ERROR_BODY_CAP);
     uint64_t rng = retry_rng_seed();
@@ -333,6 +379,10 @@ int http_perform(struct http_client *c, const struct http_request *req,
         char auth_line[4096];
         int curl_code;
 
+        if (atomic_load(&c->stopping)) {
+            rc = -ECANCELED;
+            goto out;
+        }
         attempts++;
         retryable = false;
         a.status = 0;
@@ -340,6 +390,7 @@ int http_perform(struct http_client *c, const struct http_request *req,
         a.skip = 0;
         a.sink_error = 0;
         a.stalled = false;
+        a.stopped = false;
         a.complete = false;
         a.bad_range = false;
         a.first_byte = req->has_range ? req->range_start + (req->on_data ? a.delivered : 0) : 0;
@@ -418,6 +469,11 @@ int http_perform(struct http_client *c, const struct http_request *req,
             rc = 0;
             goto out;
         }
+        if (a.stopped) {
+            log_debug("%s %s: stopped (the mount is going away)", method, logged_url);
+            rc = -ECANCELED;
+            goto out;
+        }
         if (a.bad_range) {
             log_error("%s %s: the server sent another range than the one asked", method,
                       logged_url);
@@ -469,7 +525,10 @@ int http_perform(struct http_client *c, const struct http_request *req,
             log_error("%s %s: gave up after %d attempts", method, logged_url, attempts);
             goto out;
         }
-        clock_sleep_ms(backoff);
+        if (!stop_sleep(c, backoff)) {
+            rc = -ECANCELED;
+            goto out;
+        }
     }
 
 out:

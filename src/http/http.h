@@ -28,6 +28,11 @@ struct http_client;
 
 int http_client_new(const struct http_client_config *cfg, struct http_client **out);
 void http_client_free(struct http_client *c);
+/* Ends every request: those under way stop within about a second (curl
+ * checks in that often even while nothing moves), backoff sleeps end at
+ * once, and later calls fail at once; all with -ECANCELED. For the
+ * daemon's exit, so that it never waits on an unreachable server. */
+void http_client_stop(struct http_client *c);
 
 /* Receives body bytes of a successful (2xx) response, in order, never the
  * same byte twice across retries. Returns 0 to go on, -errno to abort. */
@@ -86,7 +91,8 @@ void http_client_retry_policy(const struct http_client *c, struct retry_policy *
 
 /* Performs the request. Returns 0 on a 2xx status (or accept_status), else a negative errno:
  * the mapping of the final status, -EIO when the retry budget ran out on
- * retryable failures, -ETIMEDOUT when the deadline did. resp may be NULL. */
+ * retryable failures, -ETIMEDOUT when the deadline did, -ECANCELED once
+ * http_client_stop was called. resp may be NULL. */
 int http_perform(struct http_client *c, const struct http_request *req,
                  struct http_response *resp);
 

@@ -550,8 +550,8 @@ static struct result post(struct outbox *o, const uint8_t *msg, size_t len)
     struct result r = {.outcome = FAILED, .rc = rc, .status = resp.status};
     if (rc == 0)
         r.outcome = DELIVERED;
-    else if (ps.abort_rc == -ECANCELED)
-        r.outcome = STOPPED;
+    else if (ps.abort_rc == -ECANCELED || rc == -ECANCELED)
+        r.outcome = STOPPED; /* outbox_free, or the HTTP client stopped */
     else if (ps.abort_rc == 0 && resp.status >= 300 && resp.status < 500 &&
              resp.status != 408 && resp.status != 429)
         r.outcome = REFUSED;

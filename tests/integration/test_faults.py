@@ -4,6 +4,7 @@ retries with the right bytes, or fails with EIO/ETIMEDOUT within its
 deadline; none hangs."""
 
 import errno
+import json
 import os
 import time
 
@@ -105,6 +106,27 @@ class FaultTest(GcsTestCase):
         # the kernel may split the read in a few requests, each with its own
         # deadline: bounded, never a hang
         self.assertLess(time.monotonic() - start, 40)
+
+    def test_unmount_does_not_wait_for_a_stalled_server(self):
+        # a request's job is fetching from a server that stopped sending:
+        # the daemon still exits at once when unmounted, not after the stall
+        # timeout (30 s by default) and the retries behind it
+        m = self.mount_faulty()
+        os.stat(m.path("obj.bin"))
+        self.p.plan({"match": "alt=media", "action": "stall", "count": -1, "seconds": 120})
+        with open(m.path(".zipperfs", "requests", "stuck"), "w") as f:
+            f.write("obj.bin\n")
+        deadline = time.monotonic() + 20
+        while not any(r["fault"] == "stall" for r in self.media()):
+            self.assertLess(time.monotonic(), deadline, "the job never fetched")
+            time.sleep(0.05)
+        time.sleep(0.5)  # the stalled response is under way
+        with open(m.path(".zipperfs", "archives", "stuck.status")) as f:
+            self.assertEqual(json.load(f)["state"], "materializing")
+        start = time.monotonic()
+        self.assertEqual(m.close(), 0)
+        self.assertLess(time.monotonic() - start, 10, "the daemon waited for the stalled GET")
+        self.assertIn("request stuck: job stopped", m.log_text())
 
     def test_unreachable_server_fails_fast(self):
         m = self.mount_faulty("retries=2", "connect_timeout=2")
