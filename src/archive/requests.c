@@ -620,9 +620,10 @@ static int entry_register(struct request_set *rs, struct entry *e)
         return -ENOMEM;
     if (old) {
         old->superseded = true;
-        if (!old->refused)
-        __atomic_store_n(&old->cancel, 1, __ATOMIC_RELAXED);
+        if (!old->refused) {
+            __atomic_store_n(&old->cancel, 1, __ATOMIC_RELAXED);
             log_info("request %s: replaced by a new request of that name", old->name);
+        }
     }
     e->all_next = rs->all;
     rs->all = e;

@@ -267,6 +267,13 @@ class RequestChecks:
         self.assertEqual(self.wait_state(m, "r")["state"], "done")
         with zipfile.ZipFile(self.control(m, "archives", "r.zip")) as z:
             self.assertEqual(z.namelist()[0], "big.bin")
+        self.assertEqual(m.log_text().count("request r: replaced by a new request"), 1)
+        # a refused request written again is not "replaced": it had nothing
+        self.assertEqual(write_request(self.control(m, "requests", "q"), b"/abs\n"),
+                         errno.EINVAL)
+        self.assertEqual(write_request(self.control(m, "requests", "q"), b"a/one.txt\n"), 0)
+        self.assertEqual(self.wait_state(m, "q")["state"], "done")
+        self.assertNotIn("request q: replaced", m.log_text())
 
 
 def make_files():
