@@ -27,10 +27,10 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->retry_deadline_s = 120;
     cfg->stall_timeout_s = 30;
     cfg->connect_timeout_s = 10;
-    cfg->read_window_mb = 32;
+    cfg->read_window_mb = 64;
     cfg->prefetch_budget_mb = 64;
     cfg->prefetch_parallel = 8;
-    cfg->prefetch_part_mb = 0;
+    cfg->prefetch_part_mb = 8;
     cfg->lookahead = 16;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;

@@ -99,13 +99,28 @@ class GcsTreeTest(GcsTestCase):
         with open(ref, "rb") as f:
             self.emu.upload("big", "big.bin", f.read())
         p = self.proxy()
+        # by default: a small first part, then 8 MiB parts, each byte asked
+        # for once, in order of their starts
         m = self.mount("gs://big", endpoint=p.endpoint)
         dst = os.path.join(self.tempdir(), "copy.bin")
         self.run_ok(["cp", m.path("big.bin"), dst])
         self.run_ok(["cmp", ref, dst])
         media = [r for r in p.log() if "alt=media" in r["path"]]
-        # a sequential read is a small first request, then one long ranged
-        # GET for the rest: not a request per page
+        spans = sorted(tuple(int(x) for x in r["range"].split("=")[1].split("-")) for r in media)
+        self.assertEqual(spans[0], (0, (1 << 20) - 1))
+        for (_, last), (first, _) in zip(spans, spans[1:]):
+            self.assertEqual(first, last + 1, spans)
+        self.assertEqual(spans[-1][1], (64 << 20) - 1)
+        self.assertTrue(all(b - a + 1 <= 8 << 20 for a, b in spans), spans)
+        self.assertEqual(len(spans), 1 + 8)
+        # prefetch_part_mb=0: one long ranged GET for the rest, not a
+        # request per page
+        p.control("reset")
+        m = self.mount("gs://big", endpoint=p.endpoint, options=["prefetch_part_mb=0"])
+        dst = os.path.join(self.tempdir(), "copy0.bin")
+        self.run_ok(["cp", m.path("big.bin"), dst])
+        self.run_ok(["cmp", ref, dst])
+        media = [r for r in p.log() if "alt=media" in r["path"]]
         self.assertLessEqual(len(media), 3, [r["range"] for r in media])
         self.assertTrue(all(r["range"] for r in media))
         self.assertEqual(media[-1]["range"], "bytes=%d-%d" % (1 << 20, (64 << 20) - 1))

@@ -161,14 +161,32 @@ class S3Test(S3TestCase):
         self.run_ok(["cp", m.path("big.bin"), dst])
         self.run_ok(["cmp", ref, dst])
         media = object_gets(self.s3.log(), "big", "big.bin")
-        # a sequential read is a small first request, then one long ranged
-        # GET for the rest: not a request per page
+        # by default a small first part, then 8 MiB parts, several at once,
+        # each byte asked for once
+        spans = sorted(tuple(int(x) for x in r["range"].split("=")[1].split("-")) for r in media)
+        self.assertEqual(spans[0], (0, (1 << 20) - 1))
+        for (_, last), (first, _) in zip(spans, spans[1:]):
+            self.assertEqual(first, last + 1, spans)
+        self.assertEqual(spans[-1][1], (64 << 20) - 1)
+        self.assertTrue(all(b - a + 1 <= 8 << 20 for a, b in spans), spans)
+        self.assertEqual(len(spans), 1 + 8)
+        self.assertGreaterEqual(max(r["active"] for r in media), 2, "no two parts at once")
+        for r in media:
+            self.assertEqual(r["status"], 206, r)
+            # signed, If-Match included in what is signed
+            self.assertEqual(r["ifMatch"], etag, r)
+        # prefetch_part_mb=0: one long ranged GET for the rest, not a
+        # request per page
+        self.s3.reset_log()
+        m = self.mount("s3://big", options=["prefetch_part_mb=0"])
+        dst = os.path.join(self.tempdir(), "copy0.bin")
+        self.run_ok(["cp", m.path("big.bin"), dst])
+        self.run_ok(["cmp", ref, dst])
+        media = object_gets(self.s3.log(), "big", "big.bin")
         self.assertLessEqual(len(media), 3, [r["range"] for r in media])
         self.assertEqual(media[-1]["range"], "bytes=%d-%d" % (1 << 20, (64 << 20) - 1))
         for r in media:
-            self.assertTrue(r["range"], r)
             self.assertEqual(r["status"], 206, r)
-            # signed, If-Match included in what is signed
             self.assertEqual(r["ifMatch"], etag, r)
             self.assertEqual(r["signedHeaders"],
                              "host;if-match;x-amz-content-sha256;x-amz-date", r)
