@@ -15,10 +15,14 @@
 //     PreconditionFailed when the object's ETag differs. Can be turned off
 //     at run time to stand for a server that ignores it.
 //   - A request log.
+//   - A per-request rate (--rate-mbs, or the control API): the body of
+//     every GET is sent at most that many MB/s, as a cloud store serves
+//     each connection at a bounded rate (about 100 MB/s) while parallel
+//     connections add up. Off by default: loopback speed.
 //
 //   node scripts/s3-server.js --port N [--host 127.0.0.1] [--region us-east-1]
 //        [--bucket NAME]... [--private NAME]... [--key ID:SECRET[:TOKEN]]...
-//        [--exit-on-stdin-close]
+//        [--rate-mbs MB_PER_S] [--exit-on-stdin-close]
 //
 // --key replaces the default credentials S3RVER:S3RVER; a key given with a
 // TOKEN is a temporary one whose requests must carry x-amz-security-token.
@@ -30,6 +34,8 @@
 //                                itself included}
 //   POST /__control__/reset      clears the log
 //   POST /__control__/if_match   {"enabled": true|false}
+//   POST /__control__/rate       {"mbs": N} each GET's body at most N MB/s
+//                                from the next request on; 0: no limit
 // See scripts/S3-SERVER.md for what s3rver does. Install the package first:
 //   npm ci --prefix scripts/test-servers --no-audit --no-fund
 "use strict";
@@ -45,13 +51,13 @@ function usage(msg) {
   process.stderr.write(
     "usage: node s3-server.js --port N [--host 127.0.0.1] [--region us-east-1] " +
       "[--bucket NAME]... [--private NAME]... [--key ID:SECRET[:TOKEN]]... " +
-      "[--exit-on-stdin-close]\n");
+      "[--rate-mbs MB_PER_S] [--exit-on-stdin-close]\n");
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const opts = { host: "127.0.0.1", port: null, region: "us-east-1", buckets: [],
-                 private: new Set(), keys: [], exitOnStdinClose: false };
+                 private: new Set(), keys: [], exitOnStdinClose: false, rateMbs: 0 };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     let val = null;
@@ -80,6 +86,12 @@ function parseArgs(argv) {
         break;
       }
       case "--exit-on-stdin-close": opts.exitOnStdinClose = true; break;
+      case "--rate-mbs": {
+        const v = Number(next());
+        if (!(v >= 0)) usage("--rate-mbs takes a number of MB/s (0: no limit)");
+        opts.rateMbs = v;
+        break;
+      }
       case "-h": case "--help": usage(); break;
       default: usage(`unknown argument ${a}`);
     }
@@ -284,6 +296,7 @@ const requestLog = [];
 const LOG_CAP = 200000;
 let activeRequests = 0; // requests received and not yet answered in full
 let ifMatchEnabled = true;
+let rateMbs = opts.rateMbs; // each GET body at most this many MB/s; 0: no limit
 
 function bucketAndKey(req) {
   const q = req.url.indexOf("?");
@@ -313,6 +326,20 @@ function control(req, res) {
       requestLog.length = 0;
       return send({});
     }
+    if (what === "rate" && req.method === "POST") {
+      let v;
+      try {
+        v = Number(JSON.parse(data || "{}").mbs);
+      } catch (e) {
+        v = NaN;
+      }
+      if (!(v >= 0)) {
+        res.writeHead(400);
+        return res.end();
+      }
+      rateMbs = v;
+      return send({ mbs: rateMbs });
+    }
     if (what === "if_match" && req.method === "POST") {
       try {
         ifMatchEnabled = !!JSON.parse(data || "{}").enabled;
@@ -325,6 +352,41 @@ function control(req, res) {
     res.writeHead(404);
     res.end();
   });
+}
+
+// Paces res: each write goes out no sooner than the bytes before it allow
+// at `rate` bytes per second (from the first write on). A write that must
+// wait is held back and the writer told to wait for "drain" (a pipe pauses
+// its source), so nothing piles up; end() waits for the held writes.
+function pace(res, rate) {
+  const write = res.write.bind(res);
+  const end = res.end.bind(res);
+  let start = 0;
+  let sent = 0;
+  let held = 0;
+  let endArgs = null;
+  res.write = function (chunk, enc, cb) {
+    if (!start) start = Date.now();
+    sent += typeof chunk === "string" ? Buffer.byteLength(chunk, enc) : chunk.length;
+    const wait = start + (sent / rate) * 1000 - Date.now();
+    if (wait <= 1 && held === 0) return write(chunk, enc, cb);
+    held++;
+    setTimeout(() => {
+      held--;
+      if (res.destroyed) return;
+      const ok = write(chunk, enc, cb);
+      if (held === 0 && endArgs) end(...endArgs);
+      else if (ok) res.emit("drain");
+    }, Math.max(wait, 0));
+    return false;
+  };
+  res.end = function (...args) {
+    if (held > 0) {
+      endArgs = args;
+      return res;
+    }
+    return end(...args);
+  };
 }
 
 async function front(req, res, handler, store) {
@@ -348,6 +410,7 @@ async function front(req, res, handler, store) {
   res.on("finish", () => { entry.status = res.statusCode; done(); });
   res.on("close", done);
 
+  if (rateMbs > 0 && req.method === "GET") pace(res, rateMbs * 1e6);
   const [bucket, key] = bucketAndKey(req);
   if (entry.authorization) {
     const err = verifySigV4(req);
