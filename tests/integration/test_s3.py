@@ -10,6 +10,7 @@ shows what the mount does then). Those name rules are checked against the
 GCS emulator and by the unit tests of the listing parser."""
 
 import errno
+import http.client
 import os
 import shutil
 import subprocess
@@ -252,6 +253,42 @@ class S3Test(S3TestCase):
         self.addCleanup(self.s3.control, "if_match", {"enabled": True})
         gets = self._changed_object("chg-noifmatch")
         self.assertNotIn(412, [r["status"] for r in gets], gets)
+
+    def test_server_paces_each_get(self):
+        """The benchmark's s3cap: s3-server.js sends each GET's body at the
+        rate it was given, per request, not for all of them together."""
+        import threading
+        data = os.urandom(2 << 20)
+        self.s3.put("paced", "obj.bin", data)
+        self.assertEqual(self.s3.control("rate", {"mbs": 5}), {"mbs": 5})
+        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
+        took, got = [None] * 4, [None] * 4
+
+        def get(i):
+            t0 = time.monotonic()
+            got[i] = self.s3.ok("GET", "paced", "obj.bin")[1]
+            took[i] = time.monotonic() - t0
+
+        start = time.monotonic()
+        threads = [threading.Thread(target=get, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = time.monotonic() - start
+        self.assertEqual(got, [data] * 4)
+        for t in took:
+            self.assertGreater(t, 0.35)  # 2.1 MB at 5 MB/s: 0.42 s at least
+        self.assertLess(total, 1.3)  # one after the other would be 1.7 s at least
+        self.assertEqual(self.s3.control("rate", {"mbs": 0}), {"mbs": 0})
+        t0 = time.monotonic()
+        self.assertEqual(self.s3.ok("GET", "paced", "obj.bin")[1], data)
+        self.assertLess(time.monotonic() - t0, 0.35)
+        host, port = self.s3.addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/__control__/rate", body=b'{"mbs": -1}')
+        self.assertEqual(conn.getresponse().status, 400)
+        conn.close()
 
     # -- signing and credentials
 
