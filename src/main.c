@@ -23,6 +23,7 @@ struct cli {
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
     unsigned cache_entries, list_page_size, list_parallel, retries, read_window_mb;
     unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb, lookahead;
+    unsigned split_below_mbs;
     unsigned file_mode, dir_mode, uid, gid;
     unsigned max_read;
     unsigned read_ahead_kb;
@@ -63,6 +64,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("prefetch_budget_mb=%u", prefetch_budget_mb),
     CLI_OPT("prefetch_parallel=%u", prefetch_parallel),
     CLI_OPT("prefetch_part_mb=%u", prefetch_part_mb),
+    CLI_OPT("split_below_mbs=%u", split_below_mbs),
     CLI_OPT("lookahead=%u", lookahead),
     CLI_OPT("file_mode=%o", file_mode),
     CLI_OPT("dir_mode=%o", dir_mode),
@@ -133,6 +135,8 @@ static void usage(const char *prog)
            "    prefetch_budget_mb=N   memory for all read-ahead buffers together, MiB (64)\n"
            "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (8)\n"
            "    prefetch_part_mb=N     MiB one GET fetches ahead; 0: to the end (8)\n"
+           "    split_below_mbs=N      one GET per file until it brings less than N MB/s,\n"
+           "                           then parts in parallel; 0: parts at once (200)\n"
            "    lookahead=N            files or archive members started ahead of their\n"
            "                           open when read in order; 0: off (16)\n"
            "    max_read=BYTES         largest read the kernel sends (1048576)\n"
@@ -249,6 +253,7 @@ int main(int argc, char *argv[])
     cli.prefetch_budget_mb = cfg.prefetch_budget_mb;
     cli.prefetch_parallel = cfg.prefetch_parallel;
     cli.prefetch_part_mb = cfg.prefetch_part_mb;
+    cli.split_below_mbs = cfg.split_below_mbs;
     cli.lookahead = cfg.lookahead;
     cli.file_mode = cfg.file_mode;
     cli.dir_mode = cfg.dir_mode;
@@ -286,7 +291,7 @@ int main(int argc, char *argv[])
         cli.negative_ttl < 0 || cli.retry_deadline <= 0 || cli.read_window_mb == 0 ||
         cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
-        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.lookahead > 64 ||
+        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.split_below_mbs > 1000000 || cli.lookahead > 64 ||
         cli.max_jobs > 64 || cli.max_request_mb == 0 || cli.max_request_mb > 1024 ||
         cli.max_request_paths == 0 || cli.notify_retry_max < 0.1 ||
         cli.read_ahead_kb > ZFS_READ_AHEAD_KB_MAX) {
@@ -320,6 +325,7 @@ int main(int argc, char *argv[])
     cfg.prefetch_budget_mb = cli.prefetch_budget_mb;
     cfg.prefetch_parallel = cli.prefetch_parallel;
     cfg.prefetch_part_mb = cli.prefetch_part_mb;
+    cfg.split_below_mbs = cli.split_below_mbs;
     cfg.lookahead = cli.lookahead;
     cfg.file_mode = cli.file_mode;
     cfg.dir_mode = cli.dir_mode;

@@ -31,6 +31,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->prefetch_budget_mb = 64;
     cfg->prefetch_parallel = 8;
     cfg->prefetch_part_mb = 8;
+    cfg->split_below_mbs = 200;
     cfg->lookahead = 16;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;
@@ -391,6 +392,7 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     z->reader_cfg.pool = z->prefetch;
     z->reader_cfg.max_parallel = pc.workers;
     z->reader_cfg.part_size = (uint64_t)cfg->prefetch_part_mb << 20;
+    z->reader_cfg.split_below = (uint64_t)cfg->split_below_mbs * 1000000;
     z->reader_cfg.max_ahead = (size_t)(cfg->read_window_mb ? cfg->read_window_mb : 1) << 20;
     /* a read takes no longer than one request may: a run's GET that keeps
      * getting a byte now and then would keep it waiting */

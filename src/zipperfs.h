@@ -64,6 +64,9 @@ struct zfs_config {
     unsigned prefetch_budget_mb; /* all prefetch buffers of the mount together */
     unsigned prefetch_parallel;  /* ranged GETs fetching ahead at once, all readers */
     unsigned prefetch_part_mb;   /* bytes one GET fetches ahead; 0: to the end */
+    unsigned split_below_mbs;    /* one GET first; parts once it brings less
+                                    than this (MB/s) while reads wait; 0:
+                                    parts from the start */
     unsigned lookahead;          /* files or members started ahead of their open; 0: off */
     unsigned file_mode, dir_mode;
     uid_t uid;

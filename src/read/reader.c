@@ -24,6 +24,9 @@
 /* A read whose part waits this long for a worker (all busy with other
  * files' fetches) fetches on its own. */
 #define QUEUED_WAIT_MS 100
+/* A long GET's rate is sampled over this many bytes, each sample free of
+ * waits for room or budget (reader.h, split_below). */
+#define SPLIT_SAMPLE (4u << 20)
 
 enum part_state { PART_QUEUED, PART_RUNNING, PART_DONE };
 
@@ -50,6 +53,10 @@ struct part {
     unsigned pins;           /* reads copying out with r->lock dropped */
     unsigned nwaiting;       /* reads waiting for its bytes: they hold p too */
     uint64_t wake_at;        /* wake them when got reaches this */
+    bool may_split;          /* a long GET that split_below may cut short */
+    bool cut;                /* it was: it ends at len, its GET stops there */
+    int64_t mark_ms;         /* the rate sample's start (0: none yet) */
+    size_t mark_wrote;
 };
 
 struct reader {
@@ -73,6 +80,7 @@ struct reader {
     uint64_t want_end;        /* the furthest byte a read waits for, plus one */
     int64_t last_read_ms;
     size_t held;              /* bytes of this reader's blocks */
+    bool split;               /* a long GET was too slow: parts from now on */
     struct reader_stats stats;
 };
 
@@ -234,6 +242,7 @@ static int block_ready(struct reader *r, struct part *p, size_t b)
             p->throttled = true;
             timed_wait(r, 1000);
             p->throttled = false;
+            p->mark_ms = 0; /* the reads, not the GET, set the pace here */
             continue;
         }
         char *buf = prefetch_reserve(r->pool, &r->acct, block_len(p, b));
@@ -242,6 +251,7 @@ static int block_ready(struct reader *r, struct part *p, size_t b)
             pthread_cond_broadcast(&r->changed); /* a waiting read fetches on its own */
             timed_wait(r, BUDGET_RETRY_MS);
             p->starved = false;
+            p->mark_ms = 0;
             continue;
         }
         p->blocks[b] = buf;
@@ -250,6 +260,48 @@ static int block_ready(struct reader *r, struct part *p, size_t b)
             r->stats.peak_held = r->held;
     }
     return 0;
+}
+
+static void run_top_up(struct reader *r);
+
+/* Samples the rate of a long GET p; when it brought fewer than split_below
+ * bytes a second over the last SPLIT_SAMPLE bytes while reads wait for it,
+ * cuts it at the end of its current block and lets the run go on in parts
+ * (r->lock held; called by p's fetching thread). */
+static void part_check_split(struct reader *r, struct part *p)
+{
+    int64_t now = clock_now_ms();
+    if (p->mark_ms == 0) {
+        p->mark_ms = now;
+        p->mark_wrote = p->wrote;
+        return;
+    }
+    size_t moved = p->wrote - p->mark_wrote;
+    if (moved < SPLIT_SAMPLE)
+        return;
+    int64_t ms = now - p->mark_ms;
+    p->mark_ms = now;
+    p->mark_wrote = p->wrote;
+    if (ms <= 0 || (uint64_t)moved * 1000 / (uint64_t)ms >= r->cfg.split_below ||
+        p->nwaiting == 0)
+        return;
+    uint64_t cut = ((uint64_t)p->wrote / BLOCK + 1) * BLOCK;
+    if (cut >= p->len || p->next || r->run_end != p->off + p->len)
+        return; /* nothing left to split, or not the run's last part */
+    log_debug("%s: one GET brings %llu KB/s, below %llu: the rest in parallel parts from byte "
+              "%llu",
+              r->key, (unsigned long long)((uint64_t)moved / (uint64_t)ms),
+              (unsigned long long)(r->cfg.split_below / 1000),
+              (unsigned long long)(p->off + cut));
+    p->len = cut;
+    p->nblocks = (size_t)(cut / BLOCK);
+    p->cut = true;
+    p->may_split = false;
+    r->run_end = p->off + cut;
+    r->split = true;
+    r->stats.splits++;
+    pthread_cond_broadcast(&r->changed); /* reads past the cut look again */
+    run_top_up(r);
 }
 
 /* The store hands over each piece of the body (or asks, with none, whether
@@ -280,7 +332,12 @@ static int part_sink(void *arg, const char *data, size_t len)
         /* wake readers only when what they wait for is in: not per piece */
         if (p->nwaiting > 0 && p->got >= p->wake_at)
             pthread_cond_broadcast(&r->changed);
+        if (p->may_split && !p->cancel && r->in_run)
+            part_check_split(r, p);
     }
+    /* cut short (part_check_split): the GET stops here */
+    if (rc == 0 && p->cut && p->wrote >= p->len && len > 0)
+        rc = -ECANCELED;
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -334,6 +391,8 @@ static void part_job_run(struct prefetch_job *job)
         rc = part_read_blocks(r, p);
 
     pthread_mutex_lock(&r->lock);
+    if (rc == -ECANCELED && p->cut && !p->cancel && p->got >= p->len)
+        rc = 0; /* stopped at the cut, all of the shortened part in */
     if (rc == 0 && p->got < p->len) {
         /* the object ended before its listed size: it changed */
         log_error("object %s ended at byte %llu, before its listed size %llu", r->key,
@@ -399,7 +458,8 @@ static bool run_extend(struct reader *r)
     if (r->run_end >= r->attr.size)
         return false;
     uint64_t len = r->attr.size - r->run_end;
-    if (r->cfg.part_size > 0 && len > r->cfg.part_size)
+    bool whole = r->cfg.part_size > 0 && r->cfg.split_below > 0 && !r->split;
+    if (r->cfg.part_size > 0 && !whole && len > r->cfg.part_size)
         len = r->cfg.part_size;
     /* a run from the start opens with a small part (reader.h) */
     if (r->run_end == 0 && len > READER_FIRST_PART)
@@ -407,6 +467,7 @@ static bool run_extend(struct reader *r)
     struct part *p = part_new(r, r->run_end, len);
     if (!p)
         return false;
+    p->may_split = whole && r->cfg.part_size < len;
     p->job.run = part_job_run;
     struct part **tail = &r->parts;
     while (*tail)

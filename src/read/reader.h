@@ -55,6 +55,15 @@ struct reader_config {
      * of the object (one long GET, fewest requests). Smaller parts let
      * several GETs of one file run in parallel. */
     uint64_t part_size;
+    /* With part_size set: 0 fetches in parts from the start. Above 0, a
+     * run starts with one GET to the end (as part_size 0) and splits only
+     * when that GET brings fewer bytes per second than this while reads
+     * wait for it: it then stops at the end of its current block and the
+     * rest comes in part_size parts, several at once. A store that serves
+     * one connection slower than it serves several gets parallel GETs; one
+     * that gives a single stream all it can keeps the one GET. A reader
+     * that splits once stays split. */
+    uint64_t split_below;
     size_t max_ahead;      /* the most fetched ahead of the reads */
     unsigned max_parallel; /* parts of one reader fetched at once */
     int64_t idle_ms;       /* a run unread this long gives its GET back */
@@ -74,6 +83,7 @@ struct reader_stats {
     uint64_t parts;     /* parts fetched ahead (one request each) */
     uint64_t cancelled; /* parts cancelled by a seek or an error */
     uint64_t runs;      /* prefetch runs started */
+    uint64_t splits;    /* long GETs cut short for parallel parts (0 or 1) */
     uint64_t fallbacks; /* sequential reads fetched exactly for lack of budget */
     uint64_t timeouts;  /* reads that reached read_deadline_ms */
     size_t peak_held;   /* the most part bytes this reader held at once */

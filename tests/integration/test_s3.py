@@ -150,47 +150,70 @@ class S3Test(S3TestCase):
             self.assertIn("max-keys=7", r["path"])
             self.assertEqual(r["status"], 200, r)
 
-    def test_large_object_copy(self):
-        ref = os.path.join(self.tempdir(), "big.bin")
-        with open(ref, "wb") as f:
-            f.write(os.urandom(64 << 20))
-        with open(ref, "rb") as f:
-            etag = self.s3.put("big", "big.bin", f.read())["etag"]
+    def _copy_spans(self, ref, options):
+        """Copies big/big.bin through a new mount with options; returns the
+        byte spans its GETs asked for, sorted, and the most GETs at once."""
         self.s3.reset_log()
-        m = self.mount("s3://big")
+        m = self.mount("s3://big", options=options)
         dst = os.path.join(self.tempdir(), "copy.bin")
         self.run_ok(["cp", m.path("big.bin"), dst])
         self.run_ok(["cmp", ref, dst])
         media = object_gets(self.s3.log(), "big", "big.bin")
-        # by default a small first part, then 8 MiB parts, several at once,
-        # each byte asked for once
-        spans = sorted(tuple(int(x) for x in r["range"].split("=")[1].split("-")) for r in media)
-        self.assertEqual(spans[0], (0, (1 << 20) - 1))
-        for (_, last), (first, _) in zip(spans, spans[1:]):
-            self.assertEqual(first, last + 1, spans)
-        self.assertEqual(spans[-1][1], (64 << 20) - 1)
-        self.assertTrue(all(b - a + 1 <= 8 << 20 for a, b in spans), spans)
-        self.assertEqual(len(spans), 1 + 8)
-        self.assertGreaterEqual(max(r["active"] for r in media), 2, "no two parts at once")
         for r in media:
-            self.assertEqual(r["status"], 206, r)
+            # a GET cut short is closed before it is answered in full: the
+            # server's log has no status for it
+            self.assertIn(r["status"], (206, None), r)
             # signed, If-Match included in what is signed
-            self.assertEqual(r["ifMatch"], etag, r)
-        # prefetch_part_mb=0: one long ranged GET for the rest, not a
-        # request per page
-        self.s3.reset_log()
-        m = self.mount("s3://big", options=["prefetch_part_mb=0"])
-        dst = os.path.join(self.tempdir(), "copy0.bin")
-        self.run_ok(["cp", m.path("big.bin"), dst])
-        self.run_ok(["cmp", ref, dst])
-        media = object_gets(self.s3.log(), "big", "big.bin")
-        self.assertLessEqual(len(media), 3, [r["range"] for r in media])
-        self.assertEqual(media[-1]["range"], "bytes=%d-%d" % (1 << 20, (64 << 20) - 1))
-        for r in media:
-            self.assertEqual(r["status"], 206, r)
-            self.assertEqual(r["ifMatch"], etag, r)
-            self.assertEqual(r["signedHeaders"],
-                             "host;if-match;x-amz-content-sha256;x-amz-date", r)
+            self.assertEqual(r["ifMatch"], self.etag, r)
+        self.assertLessEqual(sum(r["status"] is None for r in media), 1, media)
+        spans = sorted(tuple(int(x) for x in r["range"].split("=")[1].split("-")) for r in media)
+        return spans, max(r["active"] for r in media)
+
+    def assert_parts(self, spans, size, cut_from=None):
+        """A first MiB, then parts of 8 MiB at most that follow each other
+        to the end (after a long GET cut short, when cut_from is given)."""
+        self.assertEqual(spans[0], (0, (1 << 20) - 1))
+        rest = spans[1:]
+        if cut_from is not None:
+            self.assertEqual(rest[0], (1 << 20, size - 1))  # the long GET, asked to the end
+            rest = rest[1:]
+            self.assertGreater(rest[0][0], 1 << 20)
+            self.assertEqual(rest[0][0] % (1 << 20), 0, spans)  # cut at a block's end
+        else:
+            self.assertEqual(rest[0][0], 1 << 20)
+        for (_, last), (first, _) in zip(rest, rest[1:]):
+            self.assertEqual(first, last + 1, spans)
+        self.assertEqual(rest[-1][1], size - 1)
+        self.assertTrue(all(b - a + 1 <= 8 << 20 for a, b in rest), spans)
+
+    def test_large_object_copy(self):
+        size = 64 << 20
+        ref = os.path.join(self.tempdir(), "big.bin")
+        with open(ref, "wb") as f:
+            f.write(os.urandom(size))
+        with open(ref, "rb") as f:
+            self.etag = self.s3.put("big", "big.bin", f.read())["etag"]
+        # a GET faster than split_below_mbs stays one: a small first
+        # request, then one long ranged GET for the rest
+        spans, _ = self._copy_spans(ref, ["split_below_mbs=1"])
+        self.assertEqual(spans, [(0, (1 << 20) - 1), (1 << 20, size - 1)])
+        # so does prefetch_part_mb=0, whatever the speed
+        self.s3.control("rate", {"mbs": 40})
+        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
+        spans, _ = self._copy_spans(ref, ["prefetch_part_mb=0"])
+        self.assertEqual(spans, [(0, (1 << 20) - 1), (1 << 20, size - 1)])
+        # a store that gives one connection 40 MB/s, below the default 200:
+        # the long GET stops at a block's end and 8 MiB parts go on, several
+        # at once, each byte asked for once
+        spans, most = self._copy_spans(ref, [])
+        self.assert_parts(spans, size, cut_from=True)
+        self.assertGreaterEqual(most, 2, "no two parts at once")
+        self.s3.control("rate", {"mbs": 0})
+        # split_below_mbs=0: parts from the start, whatever the speed
+        spans, most = self._copy_spans(ref, ["split_below_mbs=0"])
+        self.assert_parts(spans, size)
+        self.assertEqual(len(spans), 1 + 8)
+        self.assertGreaterEqual(most, 2, "no two parts at once")
 
     def test_ls_l_costs_list_calls_only(self):
         for i in range(60):

@@ -286,6 +286,7 @@ static void test_reader_config_default(void **state)
     struct reader_config cfg;
     reader_config_default(&cfg);
     assert_int_equal(cfg.part_size, 0); /* one GET to the end */
+    assert_int_equal(cfg.split_below, 0);
     assert_true(cfg.max_ahead >= 2 * MIB);
     assert_true(cfg.max_parallel > 0);
     assert_true(cfg.idle_ms > 0);
@@ -774,6 +775,114 @@ static void test_reader_parallel_parts(void **state)
     fake_free(f);
 }
 
+/* A reader with parts of part_size that starts with one GET and splits
+ * below split_below bytes a second. */
+static struct reader *open_split_reader(struct fake_store *f, uint64_t split_below)
+{
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.part_size = 2 * MIB;
+    cfg.split_below = split_below;
+    cfg.max_parallel = 4;
+    cfg.max_ahead = 16 * MIB;
+    cfg.own.workers = 4;
+    cfg.own.budget = 64 * MIB;
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    return r;
+}
+
+static void test_reader_slow_get_splits(void **state)
+{
+    (void)state;
+    /* one GET at about 30 MB/s, below the 200 MB/s asked: it stops at the
+     * end of a block and the rest comes in parts, several at once, each
+     * byte fetched once */
+    const uint64_t size = 24 * MIB + 5;
+    struct fake_store *f = fake_new(size, true);
+    f->delay_us = 2000; /* 64 KiB per 2 ms */
+    struct reader *r = open_split_reader(f, 200 * 1000 * 1000);
+    read_through(r, 0, size, 128 * KIB);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.splits, 1);
+    reader_free(r);
+    wait_streams_gone(f);
+    assert_true(f->nstreams >= 4);
+    /* the first MiB, then the long GET from there, asked to the end */
+    assert_int_equal(f->streams[0].off, 0);
+    assert_int_equal(f->streams[0].len, MIB);
+    assert_int_equal(f->streams[1].off, MIB);
+    assert_int_equal(f->streams[1].len, size - MIB);
+    /* the parts start at a block boundary past the cut, and follow each
+     * other to the end */
+    uint64_t cut = f->streams[2].off;
+    assert_true(cut > MIB && (cut - MIB) % MIB == 0);
+    uint64_t at = cut;
+    for (int i = 2; i < f->nstreams; i++) {
+        bool found = false;
+        for (int k = 2; k < f->nstreams; k++)
+            if (f->streams[k].off == at) {
+                assert_true(f->streams[k].len <= 2 * MIB);
+                at += f->streams[k].len;
+                found = true;
+                break;
+            }
+        if (!found)
+            fail_msg("no part at byte %llu", (unsigned long long)at);
+    }
+    assert_int_equal(at, size);
+    assert_true(f->max_active > 1);
+    /* the long GET gave up to the cut and no further */
+    assert_true(f->delivered <= size);
+    fake_free(f);
+}
+
+static void test_reader_fast_get_stays_whole(void **state)
+{
+    (void)state;
+    /* a GET faster than asked (1 MB/s) is never split */
+    const uint64_t size = 24 * MIB + 5;
+    struct fake_store *f = fake_new(size, true);
+    struct reader *r = open_split_reader(f, 1000 * 1000);
+    read_through(r, 0, size, 128 * KIB);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.splits, 0);
+    reader_free(r);
+    assert_int_equal(f->nstreams, 2);
+    assert_int_equal(f->streams[1].off, MIB);
+    assert_int_equal(f->streams[1].len, size - MIB);
+    fake_free(f);
+}
+
+static void test_reader_slow_reads_do_not_split(void **state)
+{
+    (void)state;
+    /* a slow GET that the reads never wait for (they are slower still) is
+     * not what holds them up: it stays whole */
+    const uint64_t size = 12 * MIB;
+    struct fake_store *f = fake_new(size, true);
+    f->delay_us = 200; /* about 300 MB/s, below the 1 TB/s asked */
+    struct reader *r = open_split_reader(f, 1000ull * 1000 * 1000 * 1000);
+    char *buf = malloc(256 * KIB);
+    assert_non_null(buf);
+    for (uint64_t off = 0; off < size; off += 256 * KIB) {
+        if (off >= 2 * MIB)
+            clock_sleep_ms(25); /* about 10 MB/s of reads */
+        assert_int_equal(reader_read(r, buf, 256 * KIB, off), 256 * KIB);
+        check_bytes(buf, 256 * KIB, off);
+    }
+    free(buf);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.splits, 0);
+    reader_free(r);
+    assert_int_equal(f->nstreams, 2);
+    fake_free(f);
+}
+
 struct thread_arg {
     struct reader *r;
     uint64_t start, end;
@@ -1251,6 +1360,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reader_config_default),
         cmocka_unit_test(test_reader_small_file_one_request),
+        cmocka_unit_test(test_reader_slow_get_splits),
+        cmocka_unit_test(test_reader_fast_get_stays_whole),
+        cmocka_unit_test(test_reader_slow_reads_do_not_split),
         cmocka_unit_test(test_reader_sequential_streams),
         cmocka_unit_test(test_reader_sequential_without_streams),
         cmocka_unit_test(test_reader_random),
