@@ -126,11 +126,7 @@ int request_set_new(const struct request_set_config *cfg, struct request_set **o
                                                                       : 60000;
     pthread_mutex_init(&rs->lock, NULL);
     pthread_cond_init(&rs->cond, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&rs->notice_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&rs->notice_cond);
     *out = rs;
     return 0;
 }
@@ -477,9 +473,7 @@ static void *notice_thread(void *arg)
         } else if (next == INT64_MAX) {
             pthread_cond_wait(&rs->notice_cond, &rs->lock);
         } else {
-            struct timespec ts = {.tv_sec = (time_t)(next / 1000),
-                                  .tv_nsec = (long)(next % 1000) * 1000000};
-            pthread_cond_timedwait(&rs->notice_cond, &rs->lock, &ts);
+            clock_cond_wait_until(&rs->notice_cond, &rs->lock, next);
         }
     }
     pthread_mutex_unlock(&rs->lock);

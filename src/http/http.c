@@ -64,11 +64,7 @@ int http_client_new(const struct http_client_config *cfg, struct http_client **o
         pthread_mutex_init(&c->share_locks[i], NULL);
     atomic_init(&c->stopping, false);
     pthread_mutex_init(&c->stop_lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->stop_cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&c->stop_cond);
     pthread_mutex_init(&c->pool_lock, NULL);
     c->share = curl_share_init();
     if (!c->share) {
@@ -115,11 +111,9 @@ void http_client_stop(struct http_client *c)
 static bool stop_sleep(struct http_client *c, int64_t ms)
 {
     int64_t until = clock_now_ms() + ms;
-    struct timespec ts = {.tv_sec = (time_t)(until / 1000),
-                          .tv_nsec = (long)(until % 1000) * 1000000};
     pthread_mutex_lock(&c->stop_lock);
     while (!atomic_load(&c->stopping) &&
-           pthread_cond_timedwait(&c->stop_cond, &c->stop_lock, &ts) == 0)
+           clock_cond_wait_until(&c->stop_cond, &c->stop_lock, until) == 0)
         ;
     bool go_on = !atomic_load(&c->stopping);
     pthread_mutex_unlock(&c->stop_lock);

@@ -795,18 +795,9 @@ static void wait_for_work(struct outbox *o)
         pthread_cond_wait(&o->wake, &o->lock);
         return;
     }
-    int64_t delay = when - clock_now_ms();
-    if (delay <= 0)
+    if (when <= clock_now_ms())
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += delay / 1000;
-    ts.tv_nsec += (delay % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_cond_timedwait(&o->wake, &o->lock, &ts);
+    clock_cond_wait_until(&o->wake, &o->lock, when);
 }
 
 static void finish_entry(struct outbox *o, struct entry *e)
@@ -881,11 +872,7 @@ int outbox_new(const struct outbox_config *cfg, struct outbox **out)
         return -ENOMEM;
     o->lock_fd = o->tmp_fd = o->pending_fd = o->corrupt_fd = -1;
     pthread_mutex_init(&o->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&o->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&o->wake);
     atomic_init(&o->stop, false);
 
     o->dir = strdup(cfg->dir);

@@ -120,11 +120,7 @@ int reader_new(const struct reader_config *cfg, struct store *store, const char 
         r->pool = r->own_pool;
     }
     pthread_mutex_init(&r->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->changed, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&r->changed);
     *out = r;
     return 0;
 fail:
@@ -142,9 +138,7 @@ static size_t min_size(size_t a, size_t b)
  * (r->lock held). */
 static void wait_until(struct reader *r, int64_t until_ms)
 {
-    struct timespec ts = {.tv_sec = (time_t)(until_ms / 1000),
-                          .tv_nsec = (long)(until_ms % 1000) * 1000000};
-    pthread_cond_timedwait(&r->changed, &r->lock, &ts);
+    clock_cond_wait_until(&r->changed, &r->lock, until_ms);
 }
 
 static void timed_wait(struct reader *r, int64_t ms)

@@ -174,16 +174,9 @@ struct readahead_setter {
 /* Waits ms, or less if readahead_stop() is called. True if it was. */
 static bool wait_or_stop(struct readahead_setter *rs, int64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    int64_t until = clock_now_ms() + ms;
     pthread_mutex_lock(&rs->lock);
-    while (!rs->stop && pthread_cond_timedwait(&rs->cond, &rs->lock, &until) != ETIMEDOUT)
+    while (!rs->stop && clock_cond_wait_until(&rs->cond, &rs->lock, until) != ETIMEDOUT)
         ;
     bool stop = rs->stop;
     pthread_mutex_unlock(&rs->lock);
@@ -290,7 +283,6 @@ static void setter_free(struct readahead_setter *rs)
 
 int readahead_start(const struct readahead_config *cfg, struct readahead_setter **out)
 {
-    pthread_condattr_t ca;
     int rc;
     *out = NULL;
     if (cfg->kb == 0)
@@ -312,10 +304,7 @@ int readahead_start(const struct readahead_config *cfg, struct readahead_setter 
     rs->cfg.mountinfo_path = rs->mountinfo_path;
     rs->cfg.bdi_dir = rs->bdi_dir;
     pthread_mutex_init(&rs->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&rs->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    clock_cond_init(&rs->cond);
     if ((rc = pthread_create(&rs->thread, NULL, readahead_thread, rs)) != 0) {
         pthread_cond_destroy(&rs->cond);
         pthread_mutex_destroy(&rs->lock);
