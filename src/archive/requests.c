@@ -121,9 +121,8 @@ int request_set_new(const struct request_set_config *cfg, struct request_set **o
         free(rs);
         return -ENOMEM;
     }
-    if (rs->cfg.notify_retry_max_ms < NOTICE_RETRY_FIRST_MS)
-        rs->cfg.notify_retry_max_ms = rs->cfg.notify_retry_max_ms > 0 ? rs->cfg.notify_retry_max_ms
-                                                                      : 60000;
+    if (rs->cfg.notify_retry_max_ms <= 0)
+        rs->cfg.notify_retry_max_ms = 60000;
     pthread_mutex_init(&rs->lock, NULL);
     pthread_cond_init(&rs->cond, NULL);
     clock_cond_init(&rs->notice_cond);
