@@ -258,8 +258,11 @@ static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off
     }
     /* a stream's sink is asked now and then whether it still wants the
      * bytes (NULL, 0): a reader that went away stops the transfer even
-     * while the server sends nothing */
-    if (a->req->streaming && a->req->on_data) {
+     * while the server sends nothing. Not once the whole range is in: the
+     * transfer ends by itself, and stopping it would close a connection
+     * that can be used again. */
+    bool all_in = a->req->has_range && a->delivered >= a->limit;
+    if (a->req->streaming && a->req->on_data && !all_in) {
         int rc = a->req->on_data(a->req->on_data_arg, NULL, 0);
         if (rc < 0) {
             a->sink_error = rc;

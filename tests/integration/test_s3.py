@@ -215,6 +215,32 @@ class S3Test(S3TestCase):
         self.assertEqual(len(spans), 1 + 8)
         self.assertGreaterEqual(most, 2, "no two parts at once")
 
+    def test_parts_keep_their_connections(self):
+        # the reads take each part's last bytes as they land, before its
+        # GET has ended: a part no longer wanted but with all its bytes in
+        # must end as any other, its connection kept for the next part
+        size = 64 << 20
+        data = os.urandom(size)
+        self.s3.put("conns", "big.bin", data)
+        ref = os.path.join(self.tempdir(), "ref.bin")
+        with open(ref, "wb") as f:
+            f.write(data)
+        self.s3.reset_log()
+        m = self.mount("s3://conns", options=["split_below_mbs=0", "prefetch_part_mb=1"])
+        dst = os.path.join(self.tempdir(), "copy.bin")
+        self.run_ok(["cp", m.path("big.bin"), dst])
+        self.run_ok(["cmp", ref, dst])
+        log = self.s3.log()
+        gets = object_gets(log, "conns", "big.bin")
+        self.assertEqual(len(gets), 64)
+        self.assertTrue(all(r["status"] == 206 for r in gets), gets)
+        # eight parts at once (the listing and the HEAD come first, on a
+        # connection the parts take up again), and a read that may fetch on
+        # its own: ten connections at most. Closing a part's connection at
+        # its end took 15 to 24 here.
+        peers = {r["peer"] for r in log}
+        self.assertLessEqual(len(peers), 10, [(r["peer"], r["range"]) for r in log])
+
     def test_ls_l_costs_list_calls_only(self):
         for i in range(60):
             self.s3.put("costs", "d/f%02d.txt" % i, b"x" * i)
