@@ -291,7 +291,8 @@ int main(int argc, char *argv[])
         cli.negative_ttl < 0 || cli.retry_deadline <= 0 || cli.read_window_mb == 0 ||
         cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
-        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 || cli.split_below_mbs > 1000000 || cli.lookahead > 64 ||
+        cli.prefetch_parallel > 64 || cli.prefetch_part_mb > 65536 ||
+        cli.split_below_mbs > 1000000 || cli.lookahead > 64 ||
         cli.max_jobs > 64 || cli.max_request_mb == 0 || cli.max_request_mb > 1024 ||
         cli.max_request_paths == 0 || cli.notify_retry_max < 0.1 ||
         cli.read_ahead_kb > ZFS_READ_AHEAD_KB_MAX) {

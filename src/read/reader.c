@@ -308,9 +308,7 @@ static int part_sink(void *arg, const char *data, size_t len)
     int rc = 0;
 
     pthread_mutex_lock(&r->lock);
-    /* a part with all its bytes in is let finish even when no longer
-     * wanted: stopping its GET now saves nothing and costs its connection */
-    if (p->cancel && p->wrote < p->len)
+    if (p->cancel)
         rc = -ECANCELED;
     while (rc == 0 && len > 0 && p->wrote < p->len) {
         size_t b = p->wrote / BLOCK;
