@@ -219,7 +219,7 @@ class S3Test(S3TestCase):
         # the reads take each part's last bytes as they land, before its
         # GET has ended: a part no longer wanted but with all its bytes in
         # must end as any other, its connection kept for the next part
-        size = 64 << 20
+        size = 128 << 20
         data = os.urandom(size)
         self.s3.put("conns", "big.bin", data)
         ref = os.path.join(self.tempdir(), "ref.bin")
@@ -232,12 +232,13 @@ class S3Test(S3TestCase):
         self.run_ok(["cmp", ref, dst])
         log = self.s3.log()
         gets = object_gets(log, "conns", "big.bin")
-        self.assertEqual(len(gets), 64)
+        self.assertEqual(len(gets), 128)
         self.assertTrue(all(r["status"] == 206 for r in gets), gets)
         # eight parts at once (the listing and the HEAD come first, on a
         # connection the parts take up again), and a read that may fetch on
         # its own: ten connections at most. Closing a part's connection at
-        # its end took 15 to 24 here.
+        # its end took 15 to 24 with 64 parts, now and then ten or fewer;
+        # 128 parts leave it no such luck.
         peers = {r["peer"] for r in log}
         self.assertLessEqual(len(peers), 10, [(r["peer"], r["range"]) for r in log])
 
