@@ -31,7 +31,8 @@
 //   GET  /__control__/log        JSON list of {method, path, range, ifMatch,
 //                                authorization, signedHeaders, status, peer,
 //                                active: requests in progress when it came,
-//                                itself included}
+//                                itself included, at: when it came and ms:
+//                                how long its answer took, in ms}
 //   POST /__control__/reset      clears the log
 //   POST /__control__/if_match   {"enabled": true|false}
 //   POST /__control__/rate       {"mbs": N} each GET's body at most N MB/s
@@ -296,6 +297,7 @@ const requestLog = [];
 const LOG_CAP = 200000;
 let activeRequests = 0; // requests received and not yet answered in full
 let ifMatchEnabled = true;
+const startedAt = Date.now();
 let rateMbs = opts.rateMbs; // each GET body at most this many MB/s; 0: no limit
 
 function bucketAndKey(req) {
@@ -401,13 +403,19 @@ async function front(req, res, handler, store) {
     status: null,
     peer: req.socket.remotePort,
     active: ++activeRequests, // this one included
+    at: Date.now() - startedAt, // ms since the server started
+    ms: null,                   // ms until the answer was sent in full
   };
   const m = /SignedHeaders=([^,]+)/.exec(req.headers["authorization"] || "");
   if (m) entry.signedHeaders = m[1];
   if (requestLog.length < LOG_CAP) requestLog.push(entry);
   let counted = true;
   const done = () => { if (counted) { counted = false; activeRequests--; } };
-  res.on("finish", () => { entry.status = res.statusCode; done(); });
+  res.on("finish", () => {
+    entry.status = res.statusCode;
+    entry.ms = Date.now() - startedAt - entry.at;
+    done();
+  });
   res.on("close", done);
 
   if (rateMbs > 0 && req.method === "GET") pace(res, rateMbs * 1e6);
