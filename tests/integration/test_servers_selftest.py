@@ -304,14 +304,14 @@ class FaultProxyTest(unittest.TestCase):
         host, port = self.addr.rsplit(":", 1)
         conn = http.client.HTTPConnection(host, int(port), timeout=1)
         self.addCleanup(conn.close)
-        t0 = time.monotonic()
         conn.request("GET", "/o?alt=media")
         resp = conn.getresponse()
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.getheader("Content-Length"), str(SIZE))
+        # A timeout, not an IncompleteRead: the connection was still held
+        # open when the client gave up, so the body was stalled, not cut.
         with self.assertRaises((socket.timeout, TimeoutError)):
             resp.read()
-        self.assertLess(time.monotonic() - t0, 1.9)
         # Other requests are served while one connection stalls.
         self.assertEqual(request(self.addr, "GET", "/o?alt=media", timeout=5)[2], DATA)
         # After `seconds` the stalled connection is closed: EOF before the end.
@@ -330,9 +330,11 @@ class FaultProxyTest(unittest.TestCase):
         status, _, body = request(self.addr, "GET", "/o?alt=media")
         self.assertGreaterEqual(time.monotonic() - t0, 0.95)
         self.assertEqual((status, body), (200, DATA))
-        t0 = time.monotonic()
-        request(self.addr, "GET", "/o?alt=media")
-        self.assertLess(time.monotonic() - t0, 0.9)
+        # The plan is spent: the next request is forwarded at once. Its time
+        # is not asserted (a loaded machine can take a second for anything);
+        # the proxy's own log says which request it delayed.
+        self.assertEqual(request(self.addr, "GET", "/o?alt=media")[2], DATA)
+        self.assertEqual([e["fault"] for e in self.log()], ["delay", None])
 
     def test_require_bearer(self):
         status, _ = post_json(self.addr, "/__fault__/require_bearer",
