@@ -625,6 +625,13 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
         add_counter(rd, "prefetch_held", ps.held);
         add_counter(rd, "prefetch_peak", ps.peak);
         add_counter(rd, "prefetch_refused", ps.refused);
+        add_counter(rd, "runs", ps.counts[PREFETCH_RUNS]);
+        add_counter(rd, "parts", ps.counts[PREFETCH_PARTS]);
+        add_counter(rd, "splits", ps.counts[PREFETCH_SPLITS]);
+        add_counter(rd, "parts_cancelled", ps.counts[PREFETCH_CANCELLED]);
+        add_counter(rd, "exact_fetches", ps.counts[PREFETCH_FETCHES]);
+        add_counter(rd, "budget_fallbacks", ps.counts[PREFETCH_FALLBACKS]);
+        add_counter(rd, "read_timeouts", ps.counts[PREFETCH_TIMEOUTS]);
         add_counter(rd, "lookahead_primed", ls.primed);
         add_counter(rd, "lookahead_taken", ls.taken);
         add_counter(rd, "lookahead_expired", ls.expired);

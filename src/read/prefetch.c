@@ -261,6 +261,13 @@ unsigned prefetch_workers(const struct prefetch_pool *p)
     return p->cfg.workers;
 }
 
+void prefetch_count(struct prefetch_pool *p, enum prefetch_count what)
+{
+    pthread_mutex_lock(&p->lock);
+    p->stats.counts[what]++;
+    pthread_mutex_unlock(&p->lock);
+}
+
 void prefetch_get_stats(struct prefetch_pool *p, struct prefetch_stats *out)
 {
     pthread_mutex_lock(&p->lock);

@@ -34,6 +34,19 @@ struct prefetch_config {
 
 void prefetch_config_default(struct prefetch_config *cfg);
 
+/* What the pool's readers did, summed over all of them (reader.h's
+ * reader_stats of each, as they happen) */
+enum prefetch_count {
+    PREFETCH_RUNS,      /* prefetch runs started */
+    PREFETCH_PARTS,     /* parts fetched ahead, one request each */
+    PREFETCH_SPLITS,    /* long GETs cut short for parallel parts */
+    PREFETCH_CANCELLED, /* parts cancelled by a seek or an error */
+    PREFETCH_FETCHES,   /* exact requests made by reading threads */
+    PREFETCH_FALLBACKS, /* sequential reads fetched exactly for lack of budget */
+    PREFETCH_TIMEOUTS,  /* reads that reached their deadline */
+    PREFETCH_NCOUNTS
+};
+
 struct prefetch_stats {
     size_t budget;
     size_t held;        /* bytes of buffers in use or kept for reuse now */
@@ -41,6 +54,7 @@ struct prefetch_stats {
     unsigned readers;   /* accounts registered now */
     uint64_t reserved;  /* reservations granted */
     uint64_t refused;   /* reservations refused (budget or fair share) */
+    uint64_t counts[PREFETCH_NCOUNTS];
 };
 
 struct prefetch_job {
@@ -83,5 +97,7 @@ void prefetch_release(struct prefetch_pool *p, struct prefetch_account *a, char 
 
 unsigned prefetch_workers(const struct prefetch_pool *p);
 void prefetch_get_stats(struct prefetch_pool *p, struct prefetch_stats *out);
+/* Adds one to a reader's count (prefetch_stats.counts). */
+void prefetch_count(struct prefetch_pool *p, enum prefetch_count what);
 
 #endif

@@ -258,6 +258,13 @@ static int block_ready(struct reader *r, struct part *p, size_t b)
 
 static void run_top_up(struct reader *r);
 
+/* Counts in the reader's stats and in its pool's */
+static void count(struct reader *r, uint64_t *mine, enum prefetch_count what)
+{
+    (*mine)++;
+    prefetch_count(r->pool, what);
+}
+
 /* Samples the rate of a long GET p; when it brought fewer than split_below
  * bytes a second over the last SPLIT_SAMPLE bytes while reads wait for it,
  * cuts it at the end of its current block and lets the run go on in parts
@@ -293,7 +300,7 @@ static void part_check_split(struct reader *r, struct part *p)
     p->may_split = false;
     r->run_end = p->off + cut;
     r->split = true;
-    r->stats.splits++;
+    count(r, &r->stats.splits, PREFETCH_SPLITS);
     pthread_cond_broadcast(&r->changed); /* reads past the cut look again */
     run_top_up(r);
 }
@@ -412,7 +419,7 @@ static void part_cancel(struct reader *r, struct part *p)
         r->inflight--;
     }
     if (p->state != PART_DONE)
-        r->stats.cancelled++;
+        count(r, &r->stats.cancelled, PREFETCH_CANCELLED);
     p->next = r->zombies;
     r->zombies = p;
     pthread_cond_broadcast(&r->changed); /* a fetch waiting for room stops */
@@ -427,7 +434,7 @@ static void run_start(struct reader *r, uint64_t at)
     r->run_end = at;
     r->ahead = 2 * BLOCK;
     r->want_end = 0;
-    r->stats.runs++;
+    count(r, &r->stats.runs, PREFETCH_RUNS);
     prefetch_register(r->pool, &r->acct);
     log_debug("%s: fetching ahead from byte %llu", r->key, (unsigned long long)at);
 }
@@ -468,7 +475,7 @@ static bool run_extend(struct reader *r)
         tail = &(*tail)->next;
     *tail = p;
     r->run_end += len;
-    r->stats.parts++;
+    count(r, &r->stats.parts, PREFETCH_PARTS);
     p->queued_ms = clock_now_ms();
     prefetch_submit(r->pool, &p->job);
     return true;
@@ -571,7 +578,7 @@ static size_t part_copy_out(struct reader *r, struct part *p, char *dst, size_t 
 /* Fetches [at, at + len) straight into dst, r->lock dropped meanwhile. */
 static ssize_t fetch_exact(struct reader *r, char *dst, size_t len, uint64_t at)
 {
-    r->stats.fetches++;
+    count(r, &r->stats.fetches, PREFETCH_FETCHES);
     pthread_mutex_unlock(&r->lock);
     ssize_t n = store_read(r->store, r->key, r->attr.generation, at, len, dst);
     pthread_mutex_lock(&r->lock);
@@ -632,7 +639,7 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                  * this read gives up, and so does the run */
                 log_error("%s: byte %llu did not arrive within the read deadline of %lld ms",
                           r->key, (unsigned long long)at, (long long)r->cfg.read_deadline_ms);
-                r->stats.timeouts++;
+                count(r, &r->stats.timeouts, PREFETCH_TIMEOUTS);
                 rc = -ETIMEDOUT;
                 run_stop(r); /* a later read starts afresh */
                 goto out;
@@ -663,7 +670,8 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                     zombie_reap(r, p); /* cancelled meanwhile: freed if it is over */
                 continue;
             }
-            r->stats.fallbacks++; /* no budget or no worker: exactly what was asked */
+            /* no budget or no worker: exactly what was asked */
+            count(r, &r->stats.fallbacks, PREFETCH_FALLBACKS);
         } else if (r->in_run) {
             uint64_t first = r->parts ? r->parts->off : r->run_end;
             if (at >= r->run_end && at < r->run_end + READER_NEAR) {

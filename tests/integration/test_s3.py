@@ -11,6 +11,7 @@ GCS emulator and by the unit tests of the listing parser."""
 
 import errno
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -152,13 +153,25 @@ class S3Test(S3TestCase):
 
     def _copy_spans(self, ref, options):
         """Copies big/big.bin through a new mount with options; returns the
-        byte spans its GETs asked for, sorted, and the most GETs at once."""
+        byte spans its GETs asked for, sorted, and the most GETs at once.
+        The mount's stats count those GETs as the parts of one run, and
+        splits as the log shows them."""
         self.s3.reset_log()
         m = self.mount("s3://big", options=options)
         dst = os.path.join(self.tempdir(), "copy.bin")
         self.run_ok(["cp", m.path("big.bin"), dst])
         self.run_ok(["cmp", ref, dst])
+        with open(m.path(test_tree_zip.CONTROL, "stats")) as f:
+            reads = json.load(f)["reads"]
         media = object_gets(self.s3.log(), "big", "big.bin")
+        self.assertEqual(reads["runs"], 1, reads)
+        self.assertEqual(reads["parts"], len(media), reads)
+        self.assertEqual(reads["exact_fetches"], 0, reads)
+        # a long GET asked from the first MiB to the end, and more GETs
+        # than it and the first: it was cut short for parts
+        long_get = "bytes=%d-%d" % (1 << 20, os.path.getsize(ref) - 1)
+        cut = len(media) > 2 and any(r["range"] == long_get for r in media)
+        self.assertEqual(reads["splits"], 1 if cut else 0, (reads, media))
         for r in media:
             # a GET cut short is closed before it is answered in full: the
             # server's log has no status for it
