@@ -7,7 +7,6 @@ a test fails.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,12 @@ import servers  # noqa: E402
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                    "WARNING: ThreadSanitizer", "UndefinedBehaviorSanitizer")
+
+
+def mkdtemp(prefix, dir=None):
+    """A new directory the run holds until servers.remove_dir(path), which
+    a run killed by its time limit still gets (servers.py)."""
+    return servers.hold("dirs", tempfile.mkdtemp(prefix=prefix, dir=dir))
 
 
 def zipperfs_bin():
@@ -46,7 +51,7 @@ class Mount:
     """zipperfs SOURCE MNT -f [options], run in the background."""
 
     def __init__(self, source, options=(), env=None, mountpoint=None, extra_args=()):
-        self.tmp = tempfile.mkdtemp(prefix="zfs-mnt-")
+        self.tmp = mkdtemp("zfs-mnt-")
         self.mnt = mountpoint or os.path.join(self.tmp, "mnt")
         os.makedirs(self.mnt, exist_ok=True)
         self.log_path = os.path.join(self.tmp, "zipperfs.log")
@@ -65,12 +70,16 @@ class Mount:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT, env=run_env)
+        servers.hold("pids", self.proc.pid)
+        servers.hold("mounts", self.mnt)
         deadline = time.monotonic() + 20
         while not is_mounted(self.mnt):
             if self.proc.poll() is not None:
                 self.log.close()
                 text = self.log_text()
-                shutil.rmtree(self.tmp, ignore_errors=True)
+                servers.release("pids", self.proc.pid)
+                servers.release("mounts", self.mnt)
+                servers.remove_dir(self.tmp)
                 raise RuntimeError("zipperfs exited with %s before mounting:\n%s"
                                    % (self.proc.returncode, text))
             if time.monotonic() > deadline:
@@ -102,12 +111,15 @@ class Mount:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             servers.stop_server(self.proc)
+        servers.release("pids", self.proc.pid)
+        if not is_mounted(self.mnt):
+            servers.release("mounts", self.mnt)
         self.log.close()
         return self.proc.returncode
 
     def cleanup(self):
         self.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        servers.remove_dir(self.tmp)
 
 
 class GcsEmulator:
@@ -150,7 +162,7 @@ class MountTestCase(unittest.TestCase):
     def _finish_mount(self, m):
         status = m.close()
         text = m.log_text()
-        shutil.rmtree(m.tmp, ignore_errors=True)
+        servers.remove_dir(m.tmp)
         for mark in SANITIZER_MARKS:
             if mark in text:
                 self.fail("sanitizer report in the daemon's log:\n" + text[-4000:])
@@ -158,8 +170,8 @@ class MountTestCase(unittest.TestCase):
             self.fail("zipperfs exited with status %s:\n%s" % (status, text[-4000:]))
 
     def tempdir(self):
-        d = tempfile.mkdtemp(prefix="zfs-test-")
-        self.addCleanup(shutil.rmtree, d, True)
+        d = mkdtemp("zfs-test-")
+        self.addCleanup(servers.remove_dir, d)
         return d
 
     def run_ok(self, argv, **kw):
@@ -179,4 +191,5 @@ class MountTestCase(unittest.TestCase):
 
 
 def main():
+    servers.release_all_on_sigterm()
     unittest.main(verbosity=2)

@@ -8,10 +8,20 @@
 
 start_server stops the process itself if it never says READY, so callers only
 have to stop what start_server returned, e.g. with addCleanup(stop_server, p).
+
+What a test run holds until its cleanups give it back (processes, mounts,
+directories) is also listed here (hold, release), for a run that gets no
+cleanups: meson's time limit sends SIGTERM to the run's process group and
+SIGKILL half a second later. release_all_on_sigterm() makes the first signal
+hand the list to a process of a session of its own, out of the SIGKILL's
+reach, which lazily unmounts each mount, stops each process by PID and
+removes each directory (`python3 servers.py --release JSON`).
 """
 
+import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +30,65 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+_held = {"pids": set(), "mounts": set(), "dirs": set()}
+
+
+def hold(kind, value):
+    """Lists value (a PID, a mountpoint, a directory) as held by this run."""
+    _held[kind].add(value)
+    return value
+
+
+def release(kind, value):
+    _held[kind].discard(value)
+
+
+def remove_dir(path):
+    """Removes a directory listed with hold("dirs", path), and its entry."""
+    shutil.rmtree(path, ignore_errors=True)
+    release("dirs", path)
+
+
+def _release_all(held):
+    """Run by the process release_all_on_sigterm() starts."""
+    for mnt in held["mounts"]:
+        try:
+            subprocess.run(["fusermount3", "-uz", mnt], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in held["pids"]:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            break
+        time.sleep(2)
+    for d in held["dirs"]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def release_all_on_sigterm():
+    """On SIGTERM, releases what the run holds (see above) and exits."""
+    def on_sigterm(signum, frame):
+        try:
+            held = {k: sorted(v) for k, v in _held.items()}
+            subprocess.Popen([sys.executable, os.path.abspath(__file__), "--release",
+                              json.dumps(held)], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+            sys.stderr.write("terminated: %d mounts, %d processes and %d directories "
+                             "released\n" % (len(held["mounts"]), len(held["pids"]),
+                                              len(held["dirs"])))
+            sys.stderr.flush()
+        finally:
+            os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def free_port():
@@ -59,6 +128,7 @@ def start_server(argv, timeout=30, env=None, cwd=None, stderr=None):
     """
     popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=stderr, env=env, cwd=cwd)
+    hold("pids", popen.pid)
     try:
         addr = _wait_ready(popen, argv, timeout)
     except BaseException:
@@ -123,4 +193,9 @@ def stop_server(popen, timeout=5):
             except ProcessLookupError:
                 pass
             popen.wait()
+    release("pids", popen.pid)
     return popen.returncode
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--release":
+    _release_all(json.loads(sys.argv[2]))

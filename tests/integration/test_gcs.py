@@ -7,9 +7,8 @@ import subprocess
 import time
 
 import harness
-import servers
 import treecheck
-from gcs_common import GcsTestCase, rfc3339_ns
+from gcs_common import GcsTestCase
 
 
 class GcsTreeTest(GcsTestCase):
@@ -141,7 +140,6 @@ class GcsTreeTest(GcsTestCase):
 
     def test_storage_emulator_host(self):
         self.emu.upload("envb", "hello.txt", b"from the emulator\n")
-        d = self.tempdir()
         host = self.emu.endpoint[len("http://"):]
         # the convention Google's libraries follow: host:port, no scheme
         m = harness.MountTestCase.mount(self, "gs://envb", env={"STORAGE_EMULATOR_HOST": host})

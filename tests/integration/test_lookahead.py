@@ -10,6 +10,7 @@ import os
 import zipfile
 
 import harness
+import servers
 from s3_common import S3TestCase
 
 CONTROL = ".zipperfs"
@@ -111,8 +112,7 @@ class S3LookaheadTest(LookaheadChecks, S3TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        import tempfile
-        cls.ref = tempfile.mkdtemp(prefix="zfs-lookahead-")
+        cls.ref = harness.mkdtemp("zfs-lookahead-")
         cls.names = make_dir(cls.ref)
         for name in cls.names:
             with open(os.path.join(cls.ref, "many", name), "rb") as f:
@@ -120,8 +120,7 @@ class S3LookaheadTest(LookaheadChecks, S3TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
-        shutil.rmtree(cls.ref, ignore_errors=True)
+        servers.remove_dir(cls.ref)
         super().tearDownClass()
 
     def mount_src(self, options=()):

@@ -15,11 +15,11 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 import zipfile
 
 import harness
+import servers
 from gcs_common import GcsTestCase
 
 CONTROL = ".zipperfs"
@@ -291,7 +291,7 @@ class LocalRequestTest(RequestChecks, harness.MountTestCase):
     @classmethod
     def setUpClass(cls):
         cls.files = make_files()
-        cls.src = tempfile.mkdtemp(prefix="zfs-req-src-")
+        cls.src = harness.mkdtemp("zfs-req-src-")
         for rel, data in cls.files.items():
             path = os.path.join(cls.src, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -300,8 +300,7 @@ class LocalRequestTest(RequestChecks, harness.MountTestCase):
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
-        shutil.rmtree(cls.src, ignore_errors=True)
+        servers.remove_dir(cls.src)
 
     def rmount(self, options=()):
         cache = self.tempdir()
@@ -341,20 +340,19 @@ class NotificationTest(harness.MountTestCase):
     @classmethod
     def setUpClass(cls):
         cls.files = make_files()
-        cls.src = tempfile.mkdtemp(prefix="zfs-req-src-")
+        cls.src = harness.mkdtemp("zfs-req-src-")
         for rel, data in cls.files.items():
             path = os.path.join(cls.src, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        cls.pbdir = tempfile.mkdtemp(prefix="zfs-pb-")
+        cls.pbdir = harness.mkdtemp("zfs-pb-")
         cls.pb = load_notification_module(cls.pbdir)
 
     @classmethod
     def tearDownClass(cls):
-        import shutil
-        shutil.rmtree(cls.src, ignore_errors=True)
-        shutil.rmtree(cls.pbdir, ignore_errors=True)
+        servers.remove_dir(cls.src)
+        servers.remove_dir(cls.pbdir)
 
     def receiver(self, port=None, fail_first=0):
         import servers

@@ -13,13 +13,12 @@ import errno
 import http.client
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import zipfile
 
 import harness
+import servers
 import test_tree_zip
 import treecheck
 from s3_common import ACCESS_KEY, SECRET_KEY, S3TestCase, make_s3rver_tree
@@ -504,7 +503,7 @@ class S3TreeZipTest(test_tree_zip.TreeZipChecks, S3TestCase):
     def setUpClass(cls):
         super().setUpClass()
         try:
-            cls.tmp = tempfile.mkdtemp(prefix="zfs-s3zip-")
+            cls.tmp = harness.mkdtemp("zfs-s3zip-")
             cls.ref = os.path.join(cls.tmp, "ref")
             os.makedirs(cls.ref)
             make_s3rver_tree(cls.ref, big_size=test_tree_zip.BIG_SIZE)
@@ -527,7 +526,7 @@ class S3TreeZipTest(test_tree_zip.TreeZipChecks, S3TestCase):
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "tmp", None):
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+            servers.remove_dir(cls.tmp)
         super().tearDownClass()
 
     def backend_mount(self, source, options, endpoint=None):

@@ -584,6 +584,70 @@ class HelpersTest(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 10)
         self.assertEqual(proc.returncode, -9)
 
+    def test_run_killed_by_its_time_limit_releases_what_it_holds(self):
+        """meson's time limit: SIGTERM to the run's process group, SIGKILL
+        half a second later. No cleanup of the run gets to run; what it
+        held (a mount, its daemon, a server, directories) is released all
+        the same."""
+        import shutil
+        import signal
+        import harness
+        code = ("import json, os, sys, time\n"
+                "sys.path.insert(0, %r)\n"
+                "import harness, servers\n"
+                "servers.release_all_on_sigterm()\n"
+                "src = harness.mkdtemp('zfs-selftest-')\n"
+                "open(os.path.join(src, 'a.txt'), 'w').write('a')\n"
+                "m = harness.Mount(src)\n"
+                "p, _ = servers.start_server([sys.executable, '-c', %r])\n"
+                "print(json.dumps({'mnt': m.mnt, 'dirs': [src, m.tmp],\n"
+                "                  'pids': [m.proc.pid, p.pid]}), flush=True)\n"
+                "time.sleep(120)\n"
+                % (os.path.dirname(os.path.abspath(__file__)),
+                   "import time; print('READY 127.0.0.1:1', flush=True); time.sleep(120)"))
+        run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               start_new_session=True)
+        held = {"mnt": None, "dirs": [], "pids": []}
+
+        def last_resort():
+            for pid in [run.pid] + held["pids"]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if held["mnt"]:
+                subprocess.run(["fusermount3", "-uz", held["mnt"]], capture_output=True)
+            for d in held["dirs"]:
+                shutil.rmtree(d, ignore_errors=True)
+            run.wait()
+            run.stdout.close()
+        self.addCleanup(last_resort)
+        held.update(json.loads(run.stdout.readline()))
+        self.assertTrue(harness.is_mounted(held["mnt"]))
+        os.killpg(run.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        try:
+            os.killpg(run.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        run.wait()
+
+        def alive(pid):
+            try:
+                os.kill(pid, 0)
+                return True
+            except ProcessLookupError:
+                return False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            left = ([held["mnt"]] if harness.is_mounted(held["mnt"]) else []) + \
+                   [d for d in held["dirs"] if os.path.exists(d)] + \
+                   [p for p in held["pids"] if alive(p)]
+            if not left:
+                break
+            time.sleep(0.1)
+        self.assertEqual(left, [])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -22,6 +22,7 @@ import zipfile
 import zlib
 
 import harness
+import servers
 import treecheck
 from gcs_common import GcsTestCase, rfc3339_ns
 
@@ -418,7 +419,7 @@ class TreeZipChecks(TreeZipHelpers):
 class LocalTreeZipTest(TreeZipChecks, harness.MountTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="zfs-treezip-")
+        cls.tmp = harness.mkdtemp("zfs-treezip-")
         cls.root_name = "ref-tree"
         cls.ref = cls.source = os.path.join(cls.tmp, cls.root_name)
         os.makedirs(cls.ref)
@@ -435,7 +436,7 @@ class LocalTreeZipTest(TreeZipChecks, harness.MountTestCase):
 
     @classmethod
     def tearDownClass(cls):
-        shutil.rmtree(cls.tmp, ignore_errors=True)
+        servers.remove_dir(cls.tmp)
 
     def backend_mount(self, source, options, endpoint=None):
         return self.mount(source, options)
@@ -467,7 +468,7 @@ class GcsTreeZipTest(TreeZipChecks, GcsTestCase):
     def setUpClass(cls):
         super().setUpClass()
         try:
-            cls.tmp = tempfile.mkdtemp(prefix="zfs-treezip-")
+            cls.tmp = harness.mkdtemp("zfs-treezip-")
             cls.ref = os.path.join(cls.tmp, "ref")
             os.makedirs(cls.ref)
             treecheck.make_tree(cls.ref, big_size=BIG_SIZE)
@@ -490,7 +491,7 @@ class GcsTreeZipTest(TreeZipChecks, GcsTestCase):
     @classmethod
     def tearDownClass(cls):
         if getattr(cls, "tmp", None):
-            shutil.rmtree(cls.tmp, ignore_errors=True)
+            servers.remove_dir(cls.tmp)
         super().tearDownClass()
 
     def backend_mount(self, source, options, endpoint=None):
@@ -642,8 +643,8 @@ class LargeTreeZipTest(TreeZipHelpers, harness.MountTestCase):
             self.skipTest("no filesystem among %s has %.1f GiB free for the copy of a %.1f GiB "
                           "archive (set ZIPPERFS_TEST_SCRATCH)"
                           % ([c for c in candidates if c], (size + GiB) / GiB, size / GiB))
-        work = tempfile.mkdtemp(prefix="zfs-4g-", dir=scratch)
-        self.addCleanup(shutil.rmtree, work, True)
+        work = harness.mkdtemp("zfs-4g-", dir=scratch)
+        self.addCleanup(servers.remove_dir, work)
         copy = self.copy(z, "big.zip", work)
         self.assertEqual(os.path.getsize(copy), size, "stat size differs from cp size")
         self.unzip_t(copy)
