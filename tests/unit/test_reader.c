@@ -978,6 +978,21 @@ static void shared_budget_case(size_t budget, uint64_t part_size)
     if (ps.peak > budget)
         fail_msg("held %zu bytes, budget %zu", ps.peak, budget);
     assert_true(ps.peak > 0);
+    /* the pool's counts are its readers' summed */
+    struct reader_stats sum = {0};
+    for (int i = 0; i < READERS; i++) {
+        struct reader_stats st;
+        reader_get_stats(r[i], &st);
+        sum.runs += st.runs;
+        sum.parts += st.parts;
+        sum.fetches += st.fetches;
+        sum.fallbacks += st.fallbacks;
+    }
+    assert_true(sum.parts > 0);
+    assert_int_equal(ps.counts[PREFETCH_RUNS], sum.runs);
+    assert_int_equal(ps.counts[PREFETCH_PARTS], sum.parts);
+    assert_int_equal(ps.counts[PREFETCH_FETCHES], sum.fetches);
+    assert_int_equal(ps.counts[PREFETCH_FALLBACKS], sum.fallbacks);
     for (int i = 0; i < READERS; i++)
         reader_free(r[i]);
     prefetch_get_stats(pool, &ps);
@@ -1021,6 +1036,9 @@ static void test_reader_no_budget_progress(void **state)
     reader_get_stats(r, &st);
     assert_true(st.fallbacks > 0);
     assert_int_equal(st.peak_held, 0);
+    struct prefetch_stats counted;
+    prefetch_get_stats(pool, &counted);
+    assert_int_equal(counted.counts[PREFETCH_FALLBACKS], st.fallbacks);
     reader_free(r);
     prefetch_release(pool, &hog, all, 1 * MIB);
     prefetch_unregister(pool, &hog);
