@@ -152,29 +152,47 @@ void prefetch_submit(struct prefetch_pool *p, struct prefetch_job *job)
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Takes job off the queue if it is there (p->lock held). */
+static bool unlink_locked(struct prefetch_pool *p, struct prefetch_job *job)
+{
+    if (!job->queued)
+        return false;
+    struct prefetch_job *prev = NULL;
+    for (struct prefetch_job *j = p->head; j; prev = j, j = j->next) {
+        if (j != job)
+            continue;
+        if (prev)
+            prev->next = j->next;
+        else
+            p->head = j->next;
+        if (p->tail == j)
+            p->tail = prev;
+        j->next = NULL;
+        j->queued = false;
+        return true;
+    }
+    return false;
+}
+
 bool prefetch_unqueue(struct prefetch_pool *p, struct prefetch_job *job)
 {
-    bool found = false;
     pthread_mutex_lock(&p->lock);
-    if (job->queued) {
-        struct prefetch_job *prev = NULL;
-        for (struct prefetch_job *j = p->head; j; prev = j, j = j->next) {
-            if (j != job)
-                continue;
-            if (prev)
-                prev->next = j->next;
-            else
-                p->head = j->next;
-            if (p->tail == j)
-                p->tail = prev;
-            j->next = NULL;
-            j->queued = false;
-            found = true;
-            break;
-        }
-    }
+    bool found = unlink_locked(p, job);
     pthread_mutex_unlock(&p->lock);
     return found;
+}
+
+void prefetch_hurry(struct prefetch_pool *p, struct prefetch_job *job)
+{
+    pthread_mutex_lock(&p->lock);
+    if (unlink_locked(p, job)) {
+        job->next = p->head;
+        job->queued = true;
+        p->head = job;
+        if (!p->tail)
+            p->tail = job;
+    }
+    pthread_mutex_unlock(&p->lock);
 }
 
 void prefetch_register(struct prefetch_pool *p, struct prefetch_account *a)

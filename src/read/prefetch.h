@@ -81,6 +81,9 @@ void prefetch_submit(struct prefetch_pool *p, struct prefetch_job *job);
 /* True when the job was still waiting and now never runs; false when a
  * worker already has it. */
 bool prefetch_unqueue(struct prefetch_pool *p, struct prefetch_job *job);
+/* Moves a job still queued to the head of the queue: a read waits for it,
+ * while the jobs before it were started ahead of any read. */
+void prefetch_hurry(struct prefetch_pool *p, struct prefetch_job *job);
 
 /* A reader starts or stops wanting budget: registered accounts share it. */
 void prefetch_register(struct prefetch_pool *p, struct prefetch_account *a);

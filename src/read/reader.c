@@ -657,6 +657,8 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                     r->want_end = at + want;
                 if (p->throttled)
                     pthread_cond_broadcast(&r->changed); /* the window moved */
+                if (p->state == PART_QUEUED && p->nwaiting == 0)
+                    prefetch_hurry(r->pool, &p->job); /* before parts started ahead */
                 int64_t until = p->state == PART_QUEUED ? now + QUEUED_WAIT_MS : deadline;
                 if (deadline > 0 && until > deadline)
                     until = deadline;

@@ -1011,6 +1011,74 @@ static void test_reader_shared_budget(void **state)
     shared_budget_case(3 * MIB, 1 * MIB);
 }
 
+/* Jobs of a one-worker pool that record the order they ran in; the first
+ * holds the worker until it is let go. */
+struct order_job {
+    struct prefetch_job job; /* first: run() gets it back */
+    struct order_log *log;
+    int id;
+};
+
+struct order_log {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    bool started, let_go;
+    int ran[8];
+    int n;
+};
+
+static void order_job_run(struct prefetch_job *job)
+{
+    struct order_job *j = (struct order_job *)job;
+    struct order_log *log = j->log;
+    pthread_mutex_lock(&log->lock);
+    if (j->id == 0) {
+        log->started = true;
+        pthread_cond_broadcast(&log->changed);
+        while (!log->let_go)
+            pthread_cond_wait(&log->changed, &log->lock);
+    }
+    log->ran[log->n++] = j->id;
+    pthread_cond_broadcast(&log->changed);
+    pthread_mutex_unlock(&log->lock);
+}
+
+static void test_pool_hurry(void **state)
+{
+    (void)state;
+    /* a job a read waits for goes before the jobs queued ahead of it */
+    struct prefetch_config pc = {.budget = MIB, .workers = 1};
+    struct prefetch_pool *pool = NULL;
+    assert_int_equal(prefetch_pool_new(&pc, &pool), 0);
+    struct order_log log = {.n = 0};
+    pthread_mutex_init(&log.lock, NULL);
+    pthread_cond_init(&log.changed, NULL);
+    struct order_job jobs[4];
+    for (int i = 0; i < 4; i++)
+        jobs[i] = (struct order_job){.job = {.run = order_job_run}, .log = &log, .id = i};
+    prefetch_submit(pool, &jobs[0].job);
+    pthread_mutex_lock(&log.lock);
+    while (!log.started)
+        pthread_cond_wait(&log.changed, &log.lock);
+    pthread_mutex_unlock(&log.lock);
+    for (int i = 1; i < 4; i++)
+        prefetch_submit(pool, &jobs[i].job); /* queued behind the busy worker */
+    prefetch_hurry(pool, &jobs[3].job);
+    prefetch_hurry(pool, &jobs[0].job); /* running, not queued: nothing to do */
+    pthread_mutex_lock(&log.lock);
+    log.let_go = true;
+    pthread_cond_broadcast(&log.changed);
+    while (log.n < 4)
+        pthread_cond_wait(&log.changed, &log.lock);
+    pthread_mutex_unlock(&log.lock);
+    int want[4] = {0, 3, 1, 2};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(log.ran[i], want[i]);
+    prefetch_pool_free(pool);
+    pthread_cond_destroy(&log.changed);
+    pthread_mutex_destroy(&log.lock);
+}
+
 static void test_reader_no_budget_progress(void **state)
 {
     (void)state;
@@ -1384,6 +1452,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reader_config_default),
         cmocka_unit_test(test_reader_small_file_one_request),
+        cmocka_unit_test(test_pool_hurry),
         cmocka_unit_test(test_reader_slow_get_splits),
         cmocka_unit_test(test_reader_fast_get_stays_whole),
         cmocka_unit_test(test_reader_slow_reads_do_not_split),
