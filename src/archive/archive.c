@@ -20,9 +20,15 @@
 #define NAME_ARENA_SIZE (1u << 20)
 #define KEY_MAX 4096
 
+/* How long after member data was read a CRC that still misses some waits
+ * for more reads of that member before it fetches what is missing */
+#define FEED_GRACE_MS 100
+
 struct member_state {
     int64_t generation;
     bool crc_known;
+    uint16_t feeding; /* reads of its data under way that feed the CRC (archive lock) */
+    int64_t fed_ms;   /* when its data last fed the CRC (archive lock) */
     uint32_t crc;
     struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
     const char *inline_data;     /* a manifest's bytes (owned by the archive), or NULL */
@@ -51,6 +57,7 @@ struct archive {
     size_t missing;       /* request paths that named nothing */
     char *inline_bufs[2]; /* the manifests' bytes */
     pthread_mutex_t lock; /* guards state[] (CRCs and trackers) and what follows */
+    pthread_cond_t fed;   /* a member's CRC was fed, or a read that feeds it ended */
     size_t crc_missing;   /* file members whose CRC is unknown */
     bool complete_fired;
     void (*on_complete)(void *arg);
@@ -205,6 +212,7 @@ static void archive_destroy(struct archive *a)
         free(a->arena);
         a->arena = next;
     }
+    pthread_cond_destroy(&a->fed);
     pthread_mutex_destroy(&a->lock);
     free(a->members);
     free(a->state);
@@ -247,6 +255,7 @@ static struct archive *archive_alloc(struct archive_set *s)
     a->refs = 1;
     a->set = s;
     pthread_mutex_init(&a->lock, NULL);
+    clock_cond_init(&a->fed);
     return a;
 }
 
@@ -703,6 +712,8 @@ static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data
         }
         if (st->tracker) {
             crc_tracker_add(st->tracker, off, data, len);
+            st->fed_ms = clock_now_ms();
+            pthread_cond_broadcast(&a->fed);
             if (crc_tracker_done(st->tracker, &crc)) {
                 st->crc = crc;
                 st->crc_known = true;
@@ -753,6 +764,18 @@ static int crc_ensure(struct archive *a, size_t i)
         bool have_gap;
         pthread_mutex_lock(&a->lock);
         struct member_state *st = &a->state[i];
+        /* bytes a read is bringing now are not fetched twice: the kernel
+         * reads ahead on several threads, so the descriptor's read can come
+         * while the member's last bytes are on their way, or just before
+         * their read begins */
+        while (!st->crc_known) {
+            if (st->feeding > 0)
+                pthread_cond_wait(&a->fed, &a->lock);
+            else if (st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS)
+                clock_cond_wait_until(&a->fed, &a->lock, st->fed_ms + FEED_GRACE_MS);
+            else
+                break;
+        }
         if (st->crc_known) {
             pthread_mutex_unlock(&a->lock);
             return 0;
@@ -884,10 +907,12 @@ static uint32_t crc_of_member(void *arg, size_t i)
 
 /* ---- reads -------------------------------------------------------------- */
 
-/* Member readers of one open archive: the current member and the one
- * before, so reads that the kernel reorders across a member boundary do not
- * restart streams. */
-#define HANDLE_READERS 2
+/* Member readers of one open archive: the current member and the ones
+ * before, so reads that the kernel reorders do not restart streams. The
+ * kernel reads ahead up to 1 MiB at a time on several threads, which spans
+ * several small members: a member's reader evicted while a read of it is
+ * still to come would fetch it again. */
+#define HANDLE_READERS 8
 /* While an archive is read in order, the members starting within this many
  * bytes of the reads are fetched ahead (as the lookahead table allows), so
  * small members arrive a few at once, not one request after another. */
@@ -994,6 +1019,32 @@ static void handle_lookahead(struct archive_handle *h, size_t i, uint64_t pos)
     h->ahead_from = j;
 }
 
+/* A read of member i's data that will feed its CRC begins: crc_ensure()
+ * waits for it rather than fetch the same bytes. Returns whether it
+ * counted (the CRC was still unknown). */
+static bool feeding_begin(struct archive *a, size_t i)
+{
+    struct member_state *st = &a->state[i];
+    bool counted = false;
+    pthread_mutex_lock(&a->lock);
+    if (!st->crc_known && st->feeding < UINT16_MAX) {
+        st->feeding++;
+        counted = true;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return counted;
+}
+
+static void feeding_end(struct archive *a, size_t i, bool counted)
+{
+    if (!counted)
+        return;
+    pthread_mutex_lock(&a->lock);
+    if (--a->state[i].feeding == 0)
+        pthread_cond_broadcast(&a->fed);
+    pthread_mutex_unlock(&a->lock);
+}
+
 static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, size_t size,
                                 uint64_t member_off, bool in_order)
 {
@@ -1004,19 +1055,24 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
         memcpy(buf, inline_data + member_off, size);
         return (ssize_t)size;
     }
+    bool feeding = feeding_begin(h->a, i);
     pthread_mutex_lock(&h->lock);
     int rc = handle_reader(h, i, &r);
     if (rc < 0) {
         pthread_mutex_unlock(&h->lock);
+        feeding_end(h->a, i, feeding);
         return rc;
     }
+    ssize_t n = reader_read(r, buf, size, member_off);
+    /* after the read: its own fetch goes to the pool before the members
+     * started ahead, not behind them */
     if (in_order)
         handle_lookahead(h, i, h->a->members[i].data_off + member_off);
-    ssize_t n = reader_read(r, buf, size, member_off);
     pthread_mutex_unlock(&h->lock);
     if (n > 0)
         crc_feed(h->a, i, member_off, buf, (size_t)n);
-    else if (n == 0 && size > 0)
+    feeding_end(h->a, i, feeding);
+    if (n == 0 && size > 0)
         n = -EIO; /* shorter than laid out: it changed */
     if (n < 0) {
         char key[KEY_MAX];

@@ -153,6 +153,31 @@ class S3LookaheadTest(LookaheadChecks, S3TestCase):
         self.assertEqual(len(paths), len(set(paths)), "a file fetched twice")
         self.assertEqual(len(paths), COUNT - 1)
 
+    def test_tree_zip_fetches_each_member_once(self):
+        """A tree zip copied in order asks for each member's bytes once. The
+        kernel reads ahead up to 1 MiB at a time on several threads, out of
+        order, across several of these 200 KB members: the read of a
+        member's descriptor (its CRC) waits for the bytes other reads are
+        bringing instead of a GET of its own, a member's reader outlives
+        the reads still to come for it, and the first member's part is not
+        queued behind the members started ahead of it. Three copies, each
+        on a fresh mount."""
+        for attempt in range(3):
+            m = self.mount_src()
+            out = os.path.join(self.tempdir(), "many.zip")
+            self.run_ok(["cp", m.path(CONTROL, "tree", "many.zip"), out])
+            self.run_ok(["unzip", "-tq", out])
+            with open(m.path(CONTROL, "stats")) as f:
+                archives = json.load(f)["archives"]
+            gets = object_gets(self.s3.log(), self.bucket)
+            spans = [(r["path"].split("?")[0], r["range"]) for r in gets]
+            self.assertEqual(archives["crc_fetches"], 0, (attempt, archives, spans))
+            paths = [p for p, _ in spans]
+            twice = [(p, rng) for p, rng in spans if paths.count(p) > 1]
+            self.assertEqual(twice, [], "copy %d: members fetched twice" % attempt)
+            self.assertEqual(len(paths), COUNT - 1)
+            m.close()
+
 
 if __name__ == "__main__":
     harness.main()
