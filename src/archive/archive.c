@@ -27,7 +27,7 @@
 struct member_state {
     int64_t generation;
     bool crc_known;
-    uint16_t feeding; /* reads of its data under way that feed the CRC (archive lock) */
+    uint32_t feeding; /* reads of its data under way that feed the CRC (archive lock) */
     int64_t fed_ms;   /* when its data last fed the CRC (archive lock) */
     uint32_t crc;
     struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
@@ -764,10 +764,11 @@ static int crc_ensure(struct archive *a, size_t i)
         bool have_gap;
         pthread_mutex_lock(&a->lock);
         struct member_state *st = &a->state[i];
-        /* bytes a read is bringing now are not fetched twice: the kernel
+        /* bytes a read is bringing are not fetched twice: the kernel
          * reads ahead on several threads, so the descriptor's read can come
-         * while the member's last bytes are on their way, or just before
-         * their read begins */
+         * while reads of the member's bytes are under way (counted from
+         * when they reach archive_read()), or just before the kernel hands
+         * one over (the grace after the last bytes fed) */
         while (!st->crc_known) {
             if (st->feeding > 0)
                 pthread_cond_wait(&a->fed, &a->lock);
@@ -1019,28 +1020,51 @@ static void handle_lookahead(struct archive_handle *h, size_t i, uint64_t pos)
     h->ahead_from = j;
 }
 
-/* A read of member i's data that will feed its CRC begins: crc_ensure()
- * waits for it rather than fetch the same bytes. Returns whether it
- * counted (the CRC was still unknown). */
-static bool feeding_begin(struct archive *a, size_t i)
+/* The members whose data a read of the archive brings, from when the read
+ * arrives until it has passed each one: crc_ensure() waits for them
+ * rather than fetch the same bytes. They are counted on arrival, before
+ * the read can queue on the handle's lock behind another member's fetch,
+ * and each is let go once the read is past its data, before the read
+ * waits for that member's CRC itself. */
+struct feeding {
+    size_t lo, hi; /* members that may be counted */
+    size_t next;   /* the first not let go yet */
+    uint64_t off, end;
+};
+
+static bool feeds(const struct archive *a, const struct feeding *f, size_t j)
 {
-    struct member_state *st = &a->state[i];
-    bool counted = false;
-    pthread_mutex_lock(&a->lock);
-    if (!st->crc_known && st->feeding < UINT16_MAX) {
-        st->feeding++;
-        counted = true;
-    }
-    pthread_mutex_unlock(&a->lock);
-    return counted;
+    const struct zip_member *m = &a->members[j];
+    return m->size > 0 && !a->state[j].inline_data && m->data_off < f->end && m->desc_off > f->off;
 }
 
-static void feeding_end(struct archive *a, size_t i, bool counted)
+static void feeding_begin(struct archive *a, uint64_t off, size_t size, struct feeding *f)
 {
-    if (!counted)
+    const struct zip_layout *l = &a->layout;
+    f->off = off;
+    f->end = off + size;
+    f->lo = f->next = zip_layout_find(l, off);
+    f->hi = f->lo;
+    pthread_mutex_lock(&a->lock);
+    for (; f->hi < l->count && a->members[f->hi].header_off < f->end; f->hi++)
+        if (feeds(a, f, f->hi))
+            a->state[f->hi].feeding++;
+    pthread_mutex_unlock(&a->lock);
+}
+
+/* Lets go of the members below upto. */
+static void feeding_end(struct archive *a, struct feeding *f, size_t upto)
+{
+    bool woke = false;
+    if (upto > f->hi)
+        upto = f->hi;
+    if (f->next >= upto)
         return;
     pthread_mutex_lock(&a->lock);
-    if (--a->state[i].feeding == 0)
+    for (; f->next < upto; f->next++)
+        if (feeds(a, f, f->next) && --a->state[f->next].feeding == 0)
+            woke = true;
+    if (woke)
         pthread_cond_broadcast(&a->fed);
     pthread_mutex_unlock(&a->lock);
 }
@@ -1055,12 +1079,10 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
         memcpy(buf, inline_data + member_off, size);
         return (ssize_t)size;
     }
-    bool feeding = feeding_begin(h->a, i);
     pthread_mutex_lock(&h->lock);
     int rc = handle_reader(h, i, &r);
     if (rc < 0) {
         pthread_mutex_unlock(&h->lock);
-        feeding_end(h->a, i, feeding);
         return rc;
     }
     ssize_t n = reader_read(r, buf, size, member_off);
@@ -1071,7 +1093,6 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
     pthread_mutex_unlock(&h->lock);
     if (n > 0)
         crc_feed(h->a, i, member_off, buf, (size_t)n);
-    feeding_end(h->a, i, feeding);
     if (n == 0 && size > 0)
         n = -EIO; /* shorter than laid out: it changed */
     if (n < 0) {
@@ -1094,6 +1115,8 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
         return 0;
     if (size > l->total_size - off)
         size = (size_t)(l->total_size - off);
+    struct feeding f;
+    feeding_begin(a, off, size, &f);
     /* in order: from the start, or near where the last read ended */
     pthread_mutex_lock(&h->lock);
     bool in_order = off == 0 ||
@@ -1108,10 +1131,13 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
         size_t want = size - done;
         size_t i = zip_layout_find(l, at);
         ssize_t n;
+        feeding_end(a, &f, i); /* past the members before this one */
         if (i == l->count) {
             int rc = crc_ensure_all(a, NULL);
-            if (rc < 0)
+            if (rc < 0) {
+                feeding_end(a, &f, SIZE_MAX);
                 return rc;
+            }
             n = (ssize_t)zip_render_tail(l, crc_of_member, a, at - l->cd_off, (uint8_t *)buf + done,
                                          want);
         } else {
@@ -1124,19 +1150,23 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
                 n = read_member_data(h, i, buf + done, want < left ? want : (size_t)left,
                                      at - m->data_off, in_order);
             } else {
+                feeding_end(a, &f, i + 1); /* past its data */
                 int rc = crc_ensure(a, i);
-                if (rc < 0)
+                if (rc < 0) {
+                    feeding_end(a, &f, SIZE_MAX);
                     return rc;
+                }
                 n = (ssize_t)zip_render_descriptor(m, a->state[i].crc, at - m->desc_off,
                                                    (uint8_t *)buf + done, want);
             }
         }
-        if (n < 0)
-            return n;
-        if (n == 0)
-            return -EIO; /* a layout hole: a bug, never zeros */
+        if (n <= 0) {
+            feeding_end(a, &f, SIZE_MAX);
+            return n < 0 ? n : -EIO; /* 0: a layout hole, a bug, never zeros */
+        }
         done += (size_t)n;
     }
+    feeding_end(a, &f, SIZE_MAX);
     stats_add(a->set, &a->set->stats.bytes_served, done);
     return (ssize_t)done;
 }

@@ -7,6 +7,8 @@ GETs of different files overlap with lookahead on and never with it off."""
 
 import json
 import os
+import threading
+import time
 import zipfile
 
 import harness
@@ -101,9 +103,14 @@ class LocalLookaheadTest(LookaheadChecks, harness.MountTestCase):
         return self.mount(self.ref, ["cache_dir=" + self.tempdir()] + list(options))
 
 
-def object_gets(log, bucket):
+def object_gets(log, bucket, top="many"):
     return [r for r in log if r["method"] == "GET" and "list-type=" not in r["path"]
-            and r["path"].startswith("/%s/many/" % bucket)]
+            and r["path"].startswith("/%s/%s/" % (bucket, top))]
+
+
+# slow/a.bin and slow/b.bin: read at SLOW_RATE MB/s, each takes 2.4 s
+SLOW_SIZE = 48 * 1024
+SLOW_RATE = 0.02
 
 
 class S3LookaheadTest(LookaheadChecks, S3TestCase):
@@ -117,6 +124,8 @@ class S3LookaheadTest(LookaheadChecks, S3TestCase):
         for name in cls.names:
             with open(os.path.join(cls.ref, "many", name), "rb") as f:
                 cls.s3.put(cls.bucket, "many/" + name, f.read())
+        for name in ("a.bin", "b.bin"):
+            cls.s3.put(cls.bucket, "slow/" + name, os.urandom(SLOW_SIZE))
 
     @classmethod
     def tearDownClass(cls):
@@ -177,6 +186,78 @@ class S3LookaheadTest(LookaheadChecks, S3TestCase):
             self.assertEqual(twice, [], "copy %d: members fetched twice" % attempt)
             self.assertEqual(len(paths), COUNT - 1)
             m.close()
+
+    def test_descriptor_waits_for_a_read_that_waits_itself(self):
+        """A read spanning the end of one member and the start of the next
+        waits for the first member's CRC before it reads the second's
+        bytes; a read of the second member's descriptor meanwhile waits for
+        it rather than fetch those bytes itself. Three opens of the tree
+        zip of slow/ (each read O_DIRECT, so that it reaches zipperfs as
+        it is), each GET taking 1.2 s per 24 KiB:
+          (1) all of a.bin's data;
+          (2) 0.15 s later, a.bin's descriptor, b.bin's header and the
+              first half of b.bin's data: it waits for (1);
+          (3) 0.3 s later, the second half of b.bin's data and b.bin's
+              descriptor: it waits for (2)."""
+        m = self.mount_src()
+        ref = os.path.join(self.tempdir(), "slow.zip")
+        self.run_ok(["cp", m.path(CONTROL, "tree", "slow.zip"), ref])
+        with open(ref, "rb") as f:
+            ref_bytes = f.read()
+        with zipfile.ZipFile(ref) as z:
+            info = {i.filename: i for i in z.infolist()}
+
+        def data_off(name):
+            i = info[name]
+            h = ref_bytes[i.header_offset:i.header_offset + 30]
+            name_len = int.from_bytes(h[26:28], "little")
+            extra_len = int.from_bytes(h[28:30], "little")
+            return i.header_offset + 30 + name_len + extra_len
+
+        a_off, b_off = data_off("slow/a.bin"), data_off("slow/b.bin")
+        half = SLOW_SIZE // 2
+        for off in (a_off + SLOW_SIZE, b_off + SLOW_SIZE):
+            self.assertEqual(ref_bytes[off:off + 4], b"PK\x07\x08")
+        m.close()
+
+        m = self.mount_src(["lookahead=0"])
+        self.s3.control("rate", {"mbs": SLOW_RATE})
+        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
+        path = m.path(CONTROL, "tree", "slow.zip")
+        reads = [(a_off, SLOW_SIZE, 0),
+                 (a_off + SLOW_SIZE, b_off + half - (a_off + SLOW_SIZE), 0.15),
+                 (b_off + half, half + 16, 0.3)]
+        got = [None] * len(reads)
+        fds = []
+        for _ in reads:
+            fds.append(os.open(path, os.O_RDONLY | os.O_DIRECT))
+            self.addCleanup(os.close, fds[-1])
+
+        def read(k):
+            off, size, _ = reads[k]
+            got[k] = os.pread(fds[k], size, off)
+
+        threads = []
+        start = time.monotonic()
+        for k, (_, _, at) in enumerate(reads):
+            time.sleep(max(0, start + at - time.monotonic()))
+            threads.append(threading.Thread(target=read, args=(k,)))
+            threads[-1].start()
+        for t in threads:
+            t.join(60)
+        self.s3.control("rate", {"mbs": 0})
+        for k, (off, size, _) in enumerate(reads):
+            self.assertEqual(got[k], ref_bytes[off:off + size], "read %d" % (k + 1))
+        with open(m.path(CONTROL, "stats")) as f:
+            archives = json.load(f)["archives"]
+        gets = sorted((r["path"].split("?")[0], r["range"])
+                      for r in object_gets(self.s3.log(), self.bucket, "slow"))
+        self.assertEqual(archives["crc_fetches"], 0, (archives, gets))
+        # a.bin once; b.bin from where each of (2) and (3) began; a fetch
+        # for b.bin's CRC would be a third GET of b.bin
+        a, b = "/%s/slow/a.bin" % self.bucket, "/%s/slow/b.bin" % self.bucket
+        starts = [(p, int(rng.split("=")[1].split("-")[0])) for p, rng in gets]
+        self.assertEqual(starts, [(a, 0), (b, 0), (b, half)], gets)
 
 
 if __name__ == "__main__":
