@@ -468,6 +468,10 @@ static int spool_write(struct outbox *o, const struct entry *e, const uint8_t *m
             rc = 0; /* our own copy, from before a crash that kept it pending */
     }
     if (rc == 0) {
+        /* the temporary name goes at once, and one fsync keeps both */
+        unlink(tmp);
+        free(tmp);
+        tmp = NULL;
         rc = fileio_fsync_dir(o->notify_dir);
         if (rc < 0)
             log_warn("outbox: fsync %s: %s", o->notify_dir, strerror(-rc));
@@ -476,7 +480,8 @@ static int spool_write(struct outbox *o, const struct entry *e, const uint8_t *m
 out:
     if (fd >= 0) {
         close(fd);
-        unlink(tmp);
+        if (tmp)
+            unlink(tmp);
     }
     free(tmp);
     free(final);

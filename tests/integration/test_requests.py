@@ -67,6 +67,13 @@ def expected_nested_manifest(entries):
     return json.dumps(root, indent=2).encode()
 
 
+def spooled(spool):
+    """The messages of notify_dir as its consumers see them (README):
+    *.pb files; dot files are zipperfs's temporaries being linked into
+    place, the same bytes under another name for a moment."""
+    return sorted(f for f in os.listdir(spool) if f.endswith(".pb") and not f.startswith("."))
+
+
 def write_request(path, data):
     """Writes and closes a request; returns the errno of close (0 if none)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -438,14 +445,13 @@ class NotificationTest(harness.MountTestCase):
         self.assertEqual(list(msg_t.files), ["a/b/"])
         # the directory sink: one file per message, the same bytes
         deadline = time.monotonic() + 10
-        while len(os.listdir(spool)) < 2 and time.monotonic() < deadline:
+        while len(spooled(spool)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        spooled = []
-        for f in os.listdir(spool):
+        got = []
+        for f in spooled(spool):
             with open(os.path.join(spool, f), "rb") as fh:
-                spooled.append(fh.read())
-        spooled.sort()
-        self.assertEqual(spooled, sorted(b for _, b in by_zip.values()))
+                got.append(fh.read())
+        self.assertEqual(sorted(got), sorted(b for _, b in by_zip.values()))
         self.assertEqual(self.status(m, name)["notified"], 1)
 
     def test_two_requesters_two_notifications(self):
@@ -510,7 +516,7 @@ class NotificationTest(harness.MountTestCase):
         self.assertEqual(st["notified"], 0)
         time.sleep(1.5)  # refused again meanwhile (notify_retry_max=1)
         self.assertGreaterEqual(m.log_text().count("request full: notification for"), 2)
-        self.assertEqual(os.listdir(spool), [])
+        self.assertEqual(spooled(spool), [])
         os.unlink(filler)
         deadline = time.monotonic() + 10
         while self.status(m, "full")["notified"] < 1 and time.monotonic() < deadline:
@@ -518,9 +524,9 @@ class NotificationTest(harness.MountTestCase):
         st = self.status(m, "full")
         self.assertEqual(st["notified"], 1)
         self.assertIsNone(st["error"])
-        while not os.listdir(spool) and time.monotonic() < deadline:
+        while not spooled(spool) and time.monotonic() < deadline:
             time.sleep(0.05)
-        files = os.listdir(spool)
+        files = spooled(spool)
         self.assertEqual(len(files), 1)
         with open(os.path.join(spool, files[0]), "rb") as f:
             self.assertEqual(self.decode(f.read()).zipfile, "full.zip")
