@@ -1027,8 +1027,8 @@ static void handle_lookahead(struct archive_handle *h, size_t i, uint64_t pos)
  * and each is let go once the read is past its data, before the read
  * waits for that member's CRC itself. */
 struct feeding {
-    size_t lo, hi; /* members that may be counted */
-    size_t next;   /* the first not let go yet */
+    size_t next; /* the first member not let go yet */
+    size_t hi;   /* members [next, hi) may be counted */
     uint64_t off, end;
 };
 
@@ -1043,8 +1043,7 @@ static void feeding_begin(struct archive *a, uint64_t off, size_t size, struct f
     const struct zip_layout *l = &a->layout;
     f->off = off;
     f->end = off + size;
-    f->lo = f->next = zip_layout_find(l, off);
-    f->hi = f->lo;
+    f->next = f->hi = zip_layout_find(l, off);
     pthread_mutex_lock(&a->lock);
     for (; f->hi < l->count && a->members[f->hi].header_off < f->end; f->hi++)
         if (feeds(a, f, f->hi))
