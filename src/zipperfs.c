@@ -631,6 +631,7 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
         add_counter(rd, "parts_cancelled", ps.counts[PREFETCH_CANCELLED]);
         add_counter(rd, "exact_fetches", ps.counts[PREFETCH_FETCHES]);
         add_counter(rd, "budget_fallbacks", ps.counts[PREFETCH_FALLBACKS]);
+        add_counter(rd, "worker_fallbacks", ps.counts[PREFETCH_TAKEBACKS]);
         add_counter(rd, "read_timeouts", ps.counts[PREFETCH_TIMEOUTS]);
         add_counter(rd, "lookahead_primed", ls.primed);
         add_counter(rd, "lookahead_taken", ls.taken);

@@ -43,6 +43,7 @@ enum prefetch_count {
     PREFETCH_CANCELLED, /* parts cancelled by a seek or an error */
     PREFETCH_FETCHES,   /* exact requests made by reading threads */
     PREFETCH_FALLBACKS, /* sequential reads fetched exactly for lack of budget */
+    PREFETCH_TAKEBACKS, /* parts no worker started in time, a read's bytes taken back */
     PREFETCH_TIMEOUTS,  /* reads that reached their deadline */
     PREFETCH_NCOUNTS
 };

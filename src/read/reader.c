@@ -22,7 +22,8 @@
  * do not wake it). */
 #define BUDGET_RETRY_MS 20
 /* A read whose part waits this long for a worker (all busy with other
- * files' fetches) fetches on its own. */
+ * files' fetches) after it moved the part to the front of the queue
+ * fetches its bytes on its own, and the part gives them up. */
 #define QUEUED_WAIT_MS 100
 /* A long GET's rate is sampled over this many bytes, each sample free of
  * waits for room or budget (reader.h, split_below). */
@@ -49,7 +50,7 @@ struct part {
     bool cancel;             /* no longer wanted: stop and free */
     bool starved;            /* the fetch waits for budget */
     bool throttled;          /* the fetch waits for reads to catch up */
-    int64_t queued_ms;       /* when it was submitted */
+    int64_t hurried_ms;      /* when a read first waited for it queued (0: not yet) */
     unsigned pins;           /* reads copying out with r->lock dropped */
     unsigned nwaiting;       /* reads waiting for its bytes: they hold p too */
     uint64_t wake_at;        /* wake them when got reaches this */
@@ -426,6 +427,65 @@ static void part_cancel(struct reader *r, struct part *p)
     zombie_reap(r, p);
 }
 
+/* Puts p, queued once and taken back before it started, at the front of
+ * the pool's queue: reads wait for it (r->lock held). */
+static void part_requeue(struct reader *r, struct part *p)
+{
+    p->hurried_ms = clock_now_ms();
+    prefetch_submit(r->pool, &p->job);
+    prefetch_hurry(r->pool, &p->job);
+}
+
+/* Makes a part taken back off the queue, before any byte of it came, the
+ * part of [off, off + len) (r->lock held). */
+static void part_resize(struct part *p, uint64_t off, uint64_t len)
+{
+    p->off = off;
+    p->len = len;
+    p->nblocks = (size_t)((len + BLOCK - 1) / BLOCK); /* no more than before */
+    p->wake_at = 0; /* its waiting reads look again */
+}
+
+/* A read waited QUEUED_WAIT_MS for p to get a worker, and p was taken back
+ * off the queue before any worker started it: the read fetches [at, end)
+ * of it on its own, so p gives those bytes up (r->lock held). What lies
+ * before `at` stays in p, what lies after `end` goes to a new part right
+ * behind it, both at the front of the queue; a part left with nothing is
+ * dropped. No byte is fetched twice. */
+static void part_carve(struct reader *r, struct part *p, uint64_t at, uint64_t end)
+{
+    uint64_t p_end = p->off + p->len;
+    bool head = at > p->off, tail = end < p_end;
+
+    if (head && tail) {
+        struct part *q = part_new(r, end, p_end - end);
+        if (!q) {
+            part_requeue(r, p); /* whole: those bytes come twice */
+            return;
+        }
+        q->job.run = part_job_run;
+        q->may_split = p->may_split; /* the run's last part, if p was */
+        q->next = p->next;
+        p->next = q;
+        count(r, &r->stats.parts, PREFETCH_PARTS);
+        part_requeue(r, q); /* p goes in front of it, below */
+    }
+    if (head) {
+        part_resize(p, p->off, at - p->off);
+        p->may_split = false; /* no longer where the run ends */
+    } else if (tail) {
+        part_resize(p, end, p_end - end);
+    } else {
+        unlink_part(&r->parts, p);
+        p->state = PART_DONE; /* never started: nothing to stop */
+        r->inflight--;
+        part_cancel(r, p);
+        return;
+    }
+    part_requeue(r, p);
+    pthread_cond_broadcast(&r->changed); /* reads waiting for p look again */
+}
+
 /* ---- the run ----------------------------------------------------------- */
 
 static void run_start(struct reader *r, uint64_t at)
@@ -476,7 +536,6 @@ static bool run_extend(struct reader *r)
     *tail = p;
     r->run_end += len;
     count(r, &r->stats.parts, PREFETCH_PARTS);
-    p->queued_ms = clock_now_ms();
     prefetch_submit(r->pool, &p->job);
     return true;
 }
@@ -644,8 +703,8 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                 run_stop(r); /* a later read starts afresh */
                 goto out;
             }
-            bool stuck = p->starved ||
-                         (p->state == PART_QUEUED && now - p->queued_ms > QUEUED_WAIT_MS);
+            bool stuck = p->starved || (p->state == PART_QUEUED && p->hurried_ms > 0 &&
+                                        now - p->hurried_ms >= QUEUED_WAIT_MS);
             if (!stuck) {
                 /* wait for the bytes asked, or the part's end */
                 uint64_t need = at - p->off + want;
@@ -657,9 +716,12 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                     r->want_end = at + want;
                 if (p->throttled)
                     pthread_cond_broadcast(&r->changed); /* the window moved */
-                if (p->state == PART_QUEUED && p->nwaiting == 0)
+                if (p->state == PART_QUEUED && p->hurried_ms == 0) {
                     prefetch_hurry(r->pool, &p->job); /* before parts started ahead */
-                int64_t until = p->state == PART_QUEUED ? now + QUEUED_WAIT_MS : deadline;
+                    p->hurried_ms = now;
+                }
+                int64_t until =
+                    p->state == PART_QUEUED ? p->hurried_ms + QUEUED_WAIT_MS : deadline;
                 if (deadline > 0 && until > deadline)
                     until = deadline;
                 p->nwaiting++;
@@ -672,8 +734,20 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                     zombie_reap(r, p); /* cancelled meanwhile: freed if it is over */
                 continue;
             }
-            /* no budget or no worker: exactly what was asked */
-            count(r, &r->stats.fallbacks, PREFETCH_FALLBACKS);
+            /* no budget or no worker: exactly what was asked, of this
+             * part's bytes (the next part's are its own) */
+            if (want > p->off + p->len - at)
+                want = (size_t)(p->off + p->len - at);
+            if (!p->starved) {
+                if (!prefetch_unqueue(r->pool, &p->job)) {
+                    p->hurried_ms = now; /* a worker took it just now: wait */
+                    continue;
+                }
+                part_carve(r, p, at, at + want);
+                count(r, &r->stats.takebacks, PREFETCH_TAKEBACKS);
+            } else {
+                count(r, &r->stats.fallbacks, PREFETCH_FALLBACKS);
+            }
         } else if (r->in_run) {
             uint64_t first = r->parts ? r->parts->off : r->run_end;
             if (at >= r->run_end && at < r->run_end + READER_NEAR) {

@@ -17,9 +17,12 @@
  *   run's parts: queued ones never start, running ones stop at their next
  *   piece of body. A run unread for idle_ms gives its GET back.
  * - Every block is reserved from the pool's budget (prefetch.h). A GET
- *   refused budget waits; a read waiting for such a GET (or for a worker
- *   that stays busy) fetches exactly what it asked, so it always makes
- *   progress.
+ *   refused budget waits; a read waiting for such a GET fetches exactly
+ *   what it asked, so it always makes progress. A read whose part is still
+ *   queued for a worker moves it to the front of the queue; if no worker
+ *   takes it within 100 ms, the read takes the part back, fetches its own
+ *   bytes exactly and queues the rest of the part again: no byte is
+ *   fetched twice.
  * - A read waits for a run's bytes at most read_deadline_ms (the mount's
  *   retry deadline): a run's GET counts its deadline from the last attempt
  *   that delivered bytes, so a server that trickles a little and stalls
@@ -85,6 +88,7 @@ struct reader_stats {
     uint64_t runs;      /* prefetch runs started */
     uint64_t splits;    /* long GETs cut short for parallel parts (0 or 1) */
     uint64_t fallbacks; /* sequential reads fetched exactly for lack of budget */
+    uint64_t takebacks; /* reads that fetched their bytes of a part no worker started */
     uint64_t timeouts;  /* reads that reached read_deadline_ms */
     size_t peak_held;   /* the most part bytes this reader held at once */
 };

@@ -1081,6 +1081,102 @@ static void test_pool_hurry(void **state)
     pthread_mutex_destroy(&log.lock);
 }
 
+/* Holds a one-worker pool's only worker until order_let_go(). */
+static void order_hold_worker(struct prefetch_pool *pool, struct order_log *log,
+                              struct order_job *blocker)
+{
+    pthread_mutex_init(&log->lock, NULL);
+    pthread_cond_init(&log->changed, NULL);
+    *blocker = (struct order_job){.job = {.run = order_job_run}, .log = log, .id = 0};
+    prefetch_submit(pool, &blocker->job);
+    pthread_mutex_lock(&log->lock);
+    while (!log->started)
+        pthread_cond_wait(&log->changed, &log->lock);
+    pthread_mutex_unlock(&log->lock);
+}
+
+static void order_let_go(struct order_log *log)
+{
+    pthread_mutex_lock(&log->lock);
+    log->let_go = true;
+    pthread_cond_broadcast(&log->changed);
+    while (log->n < 1)
+        pthread_cond_wait(&log->changed, &log->lock);
+    pthread_mutex_unlock(&log->lock);
+    pthread_cond_destroy(&log->changed);
+    pthread_mutex_destroy(&log->lock);
+}
+
+/* A primed reader whose only part waits for the pool's one worker, busy
+ * elsewhere, and has waited there long before the read comes: the read
+ * [from, to) moves the part to the front, waits 100 ms for the worker,
+ * then fetches its own bytes and the part keeps the rest. Checks that no
+ * byte is asked for twice: one exact read of [from, to), then, once the
+ * worker is free, one GET of each piece of the part left. */
+static void queued_part_case(uint64_t from, uint64_t to)
+{
+    const uint64_t size = 240 * KIB;
+    struct fake_store *f = fake_new(size, true);
+    struct prefetch_config pc = {.budget = 8 * MIB, .workers = 1};
+    struct prefetch_pool *pool = NULL;
+    assert_int_equal(prefetch_pool_new(&pc, &pool), 0);
+    struct order_log log = {.n = 0};
+    struct order_job blocker;
+    order_hold_worker(pool, &log, &blocker);
+
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.pool = pool;
+    struct store_attr attr = {.size = size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    reader_prime(r);      /* [0, size) queued behind the busy worker */
+    clock_sleep_ms(300);  /* queued long before the read comes */
+    int64_t t0 = clock_now_ms();
+    read_through(r, from, to, (size_t)(to - from));
+    assert_true(clock_now_ms() - t0 >= 100); /* it waited for a worker first */
+    assert_int_equal(locked_int(f, &f->nreads), 1);
+    assert_int_equal(f->reads[0].off, from);
+    assert_int_equal(f->reads[0].len, to - from);
+    assert_int_equal(locked_int(f, &f->nstreams), 0);
+
+    order_let_go(&log);
+    read_through(r, 0, from, 64 * KIB);
+    read_through(r, to, size, 64 * KIB);
+    int want = (from > 0) + (to < size);
+    wait_nstreams(f, want);
+    assert_int_equal(locked_int(f, &f->nstreams), want);
+    int k = 0;
+    if (from > 0) {
+        assert_int_equal(f->streams[k].off, 0);
+        assert_int_equal(f->streams[k++].len, from);
+    }
+    if (to < size) {
+        assert_int_equal(f->streams[k].off, to);
+        assert_int_equal(f->streams[k].len, size - to);
+    }
+    assert_int_equal(locked_int(f, &f->nreads), 1);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.takebacks, 1);
+    assert_int_equal(st.fallbacks, 0);
+    struct prefetch_stats ps;
+    prefetch_get_stats(pool, &ps);
+    assert_int_equal(ps.counts[PREFETCH_TAKEBACKS], 1);
+    reader_free(r);
+    prefetch_pool_free(pool);
+    fake_free(f);
+}
+
+static void test_reader_queued_part_taken_back(void **state)
+{
+    (void)state;
+    queued_part_case(0, 110328);              /* the part's head: the rest stays */
+    queued_part_case(64 * KIB, 128 * KIB);    /* its middle: before and after stay */
+    queued_part_case(100 * KIB, 240 * KIB);   /* its tail: the head stays */
+    queued_part_case(0, 240 * KIB);           /* all of it: the part goes */
+}
+
 static void test_reader_no_budget_progress(void **state)
 {
     (void)state;
@@ -1476,6 +1572,7 @@ int main(void)
         cmocka_unit_test(test_reader_parallel_parts),
         cmocka_unit_test(test_reader_shared_budget),
         cmocka_unit_test(test_reader_no_budget_progress),
+        cmocka_unit_test(test_reader_queued_part_taken_back),
         cmocka_unit_test(test_reader_free_in_flight),
         cmocka_unit_test_setup_teardown(test_local_new, tree_setup, tree_teardown),
         cmocka_unit_test_setup_teardown(test_local_list_dir, tree_setup, tree_teardown),
