@@ -238,6 +238,18 @@ static struct reader *open_reader(struct fake_store *f)
     return open_reader_cfg(f, 0, 32 * MIB, 30000);
 }
 
+/* A reader of all of f with the default settings, on the shared pool. */
+static struct reader *open_pool_reader(struct fake_store *f, struct prefetch_pool *pool)
+{
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.pool = pool;
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    return r;
+}
+
 /* Waits (a while at most) until no stream of f runs. */
 static void wait_streams_gone(struct fake_store *f)
 {
@@ -1125,12 +1137,7 @@ static void queued_part_case(uint64_t from, uint64_t to)
     struct order_job blocker;
     order_hold_worker(pool, &log, &blocker);
 
-    struct reader_config cfg;
-    reader_config_default(&cfg);
-    cfg.pool = pool;
-    struct store_attr attr = {.size = size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    struct reader *r = open_pool_reader(f, pool);
     reader_prime(r);      /* [0, size) queued behind the busy worker */
     clock_sleep_ms(300);  /* queued long before the read comes */
     int64_t t0 = clock_now_ms();
@@ -1196,12 +1203,7 @@ static void test_reader_no_budget_progress(void **state)
     char *all = prefetch_reserve(pool, &hog, 1 * MIB); /* someone holds it all */
     assert_non_null(all);
     assert_null(prefetch_reserve(pool, &hog, 1));
-    struct reader_config cfg;
-    reader_config_default(&cfg);
-    cfg.pool = pool;
-    struct store_attr attr = {.size = size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    struct reader *r = open_pool_reader(f, pool);
     read_through(r, 0, size, 256 * KIB);
     struct reader_stats st;
     reader_get_stats(r, &st);
