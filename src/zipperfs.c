@@ -397,6 +397,9 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     /* a read takes no longer than one request may: a run's GET that keeps
      * getting a byte now and then would keep it waiting */
     z->reader_cfg.read_deadline_ms = hc.retry.deadline_ms;
+    /* the kernel's retry of a failed read comes at once: within the stall
+     * timeout the store is still the one that just failed */
+    z->reader_cfg.fail_hold_ms = hc.stall_timeout_ms;
     if (cfg->lookahead > 0) {
         struct lookahead_config lc;
         lookahead_config_default(&lc);
@@ -633,6 +636,7 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
         add_counter(rd, "budget_fallbacks", ps.counts[PREFETCH_FALLBACKS]);
         add_counter(rd, "worker_fallbacks", ps.counts[PREFETCH_TAKEBACKS]);
         add_counter(rd, "read_timeouts", ps.counts[PREFETCH_TIMEOUTS]);
+        add_counter(rd, "held_failures", ps.counts[PREFETCH_HELD]);
         add_counter(rd, "lookahead_primed", ls.primed);
         add_counter(rd, "lookahead_taken", ls.taken);
         add_counter(rd, "lookahead_expired", ls.expired);

@@ -45,6 +45,7 @@ enum prefetch_count {
     PREFETCH_FALLBACKS, /* sequential reads fetched exactly for lack of budget */
     PREFETCH_TAKEBACKS, /* parts no worker started in time, a read's bytes taken back */
     PREFETCH_TIMEOUTS,  /* reads that reached their deadline */
+    PREFETCH_HELD,      /* reads failed at once by an earlier read's failure */
     PREFETCH_NCOUNTS
 };
 

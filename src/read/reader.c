@@ -82,6 +82,8 @@ struct reader {
     int64_t last_read_ms;
     size_t held;              /* bytes of this reader's blocks */
     bool split;               /* a long GET was too slow: parts from now on */
+    int held_rc;              /* a read's failure, held for the next reads */
+    int64_t held_until_ms;    /* ... until then */
     struct reader_stats stats;
 };
 
@@ -650,6 +652,13 @@ static ssize_t fetch_exact(struct reader *r, char *dst, size_t len, uint64_t at)
     return n;
 }
 
+/* A failure of the store to give bytes, as opposed to one of this process
+ * (memory) or of the mount going away. */
+static bool store_failure(int rc)
+{
+    return rc != -ENOMEM && rc != -ECANCELED && rc != -EINTR;
+}
+
 ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
 {
     ssize_t rc = 0;
@@ -662,6 +671,12 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
         size = (size_t)(r->attr.size - off);
 
     pthread_mutex_lock(&r->lock);
+    if (r->held_rc < 0 && clock_now_ms() < r->held_until_ms) {
+        count(r, &r->stats.held_failures, PREFETCH_HELD);
+        rc = r->held_rc;
+        pthread_mutex_unlock(&r->lock);
+        return rc;
+    }
     /* the first read at 0, or one at or a little after the last one's end */
     bool sequential = r->any_read ? off >= r->next_off && off <= r->next_off + READER_NEAR
                                   : off == 0;
@@ -775,6 +790,12 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
         r->next_off = off + done;
     rc = (ssize_t)done;
 out:
+    if (rc < 0 && r->cfg.fail_hold_ms > 0 && store_failure((int)rc)) {
+        r->held_rc = (int)rc;
+        r->held_until_ms = clock_now_ms() + r->cfg.fail_hold_ms;
+        log_warn("%s: reads of this open file fail at once with %s for %lld ms", r->key,
+                 strerror((int)-rc), (long long)r->cfg.fail_hold_ms);
+    }
     run_release_read(r);
     run_top_up(r);
     pthread_mutex_unlock(&r->lock);

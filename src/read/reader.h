@@ -30,7 +30,8 @@
  *   fails with ETIMEDOUT and stops the run (its GET is cancelled); a read
  *   whose part failed fails with that part's error. Either way the read
  *   starts no other fetch of those bytes: a read takes about as long as
- *   one request could, at most.
+ *   one request could, at most. For fail_hold_ms after such a failure,
+ *   every read of the reader fails at once with the same error.
  *
  * A reader is shared by the threads serving one open file. r->lock guards
  * its state; reads copy out of blocks with the lock dropped (the part is
@@ -73,6 +74,12 @@ struct reader_config {
     /* A read waiting this long for a run's bytes fails with -ETIMEDOUT;
      * 0: no limit. */
     int64_t read_deadline_ms;
+    /* After a read failed for want of the store's bytes (its deadline, or
+     * a request that gave up), reads of this reader fail at once with the
+     * same error for this long, instead of waiting a deadline again: the
+     * kernel retries a failed read page by page, and each retry would wait
+     * the whole deadline. 0: every read tries afresh. */
+    int64_t fail_hold_ms;
     /* Shared workers and budget (borrowed). NULL: the reader makes a pool
      * of its own from `own` (tests, tools). */
     struct prefetch_pool *pool;
@@ -90,6 +97,7 @@ struct reader_stats {
     uint64_t fallbacks; /* sequential reads fetched exactly for lack of budget */
     uint64_t takebacks; /* reads that fetched their bytes of a part no worker started */
     uint64_t timeouts;  /* reads that reached read_deadline_ms */
+    uint64_t held_failures; /* reads failed at once within fail_hold_ms */
     size_t peak_held;   /* the most part bytes this reader held at once */
 };
 

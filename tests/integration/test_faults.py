@@ -92,20 +92,38 @@ class FaultTest(GcsTestCase):
         m.close()
         self.assertIn("gave up after 3 attempts", m.log_text())
 
+    def reads_stats(self, m):
+        with open(m.path(".zipperfs", "stats")) as f:
+            return json.load(f)["reads"]
+
     def test_persistent_stall_fails_within_deadline(self):
         m = self.mount("gs://faults", endpoint=self.p.endpoint,
-                       options=["retries=50", "retry_deadline=5", "stall_timeout=1"])
+                       options=["retries=50", "retry_deadline=5", "stall_timeout=3"])
         os.stat(m.path("obj.bin"))
         self.p.plan({"match": "alt=media", "action": "stall", "count": -1, "seconds": 120})
         start = time.monotonic()
-        try:
-            self.read_all(m)
-            self.fail("a read through a stalling server succeeded")
-        except OSError as e:
-            self.assertIn(e.errno, (errno.EIO, errno.ETIMEDOUT))
-        # the kernel may split the read in a few requests, each with its own
-        # deadline: bounded, never a hang
-        self.assertLess(time.monotonic() - start, 40)
+        with open(m.path("obj.bin"), "rb") as f:
+            try:
+                f.read()
+                self.fail("a read through a stalling server succeeded")
+            except OSError as e:
+                self.assertIn(e.errno, (errno.EIO, errno.ETIMEDOUT))
+            # a bound, never a hang: the kernel retries a failed read page
+            # by page, and those retries fail at once (below)
+            self.assertLess(time.monotonic() - start, 40)
+            # within stall_timeout of the failure, a read of the same open
+            # file elsewhere fails at once with the same error, asking the
+            # server nothing
+            before = self.reads_stats(m)
+            with self.assertRaises(OSError) as cm:
+                os.pread(f.fileno(), 4096, SIZE - 4096)
+            self.assertEqual(cm.exception.errno, errno.ETIMEDOUT)
+            after = self.reads_stats(m)
+        self.assertGreater(after["held_failures"], before["held_failures"])
+        for key in ("runs", "parts", "exact_fetches", "read_timeouts"):
+            self.assertEqual(after[key], before[key], key)
+        m.close()
+        self.assertIn("reads of this open file fail at once", m.log_text())
 
     def test_unmount_does_not_wait_for_a_stalled_server(self):
         # a request's job is fetching from a server that stopped sending:

@@ -686,6 +686,70 @@ static void test_reader_read_deadline(void **state)
     fake_free(f);
 }
 
+static void test_reader_failure_held(void **state)
+{
+    (void)state;
+    /* a read that failed for the store's sake holds its error for
+     * fail_hold_ms: the next reads fail at once with it and ask the store
+     * nothing, then the reader tries afresh */
+    const int64_t hold = 2000;
+    char buf[4096];
+    struct fake_store *f = fake_new(8 * MIB, false);
+    struct reader_config cfg;
+    reader_config_default(&cfg);
+    cfg.fail_hold_ms = hold;
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    f->fail = -EIO;
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), -EIO);
+    int64_t failed_at = clock_now_ms();
+    assert_int_equal(locked_int(f, &f->nreads), 1);
+    /* the same bytes, others, and once the store is well again: all held */
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), -EIO);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 1 * MIB), -EIO);
+    f->fail = 0;
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), -EIO);
+    assert_int_equal(locked_int(f, &f->nreads), 1);
+    struct reader_stats st;
+    reader_get_stats(r, &st);
+    assert_int_equal(st.held_failures, 3);
+    /* after the hold, a read asks the store again */
+    clock_sleep_ms(hold - (clock_now_ms() - failed_at) + 50);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), sizeof(buf));
+    check_bytes(buf, sizeof(buf), 5 * MIB);
+    assert_int_equal(locked_int(f, &f->nreads), 2);
+    /* a failure of this process, not of the store, is not held */
+    f->fail = -ENOMEM;
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 6 * MIB), -ENOMEM);
+    f->fail = 0;
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 6 * MIB), sizeof(buf));
+    reader_get_stats(r, &st);
+    assert_int_equal(st.held_failures, 3);
+    reader_free(r);
+    fake_free(f);
+
+    /* a read that reached its deadline on a stalled GET: the next read
+     * fails at once with ETIMEDOUT and starts no GET */
+    f = fake_new(8 * MIB, true);
+    f->stream_stall = true;
+    f->stream_after = 0;
+    cfg.read_deadline_ms = 500;
+    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 0), -ETIMEDOUT);
+    wait_streams_gone(f);
+    int streams = locked_int(f, &f->nstreams);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 0), -ETIMEDOUT);
+    assert_int_equal(reader_read(r, buf, sizeof(buf), 4096), -ETIMEDOUT);
+    assert_int_equal(locked_int(f, &f->nstreams), streams);
+    assert_int_equal(locked_int(f, &f->nreads), 0);
+    reader_get_stats(r, &st);
+    assert_int_equal(st.timeouts, 1);
+    assert_int_equal(st.held_failures, 2);
+    reader_free(r);
+    fake_free(f);
+}
+
 static void test_reader_stale(void **state)
 {
     (void)state;
@@ -1572,6 +1636,7 @@ int main(void)
         cmocka_unit_test(test_reader_stream_errors_propagate),
         cmocka_unit_test(test_reader_stream_short),
         cmocka_unit_test(test_reader_read_deadline),
+        cmocka_unit_test(test_reader_failure_held),
         cmocka_unit_test(test_reader_stale),
         cmocka_unit_test(test_reader_window_bounded),
         cmocka_unit_test(test_reader_idle_stream_closed),
