@@ -218,6 +218,16 @@ static int locked_int(struct fake_store *f, const int *p)
     return v;
 }
 
+/* A reader of all of f (key "k") with cfg. */
+static struct reader *reader_of(struct fake_store *f, const struct reader_config *cfg)
+{
+    struct store_attr attr = {.size = f->size, .generation = f->generation};
+    struct reader *r = NULL;
+    assert_int_equal(reader_new(cfg, &f->base, "k", &attr, &r), 0);
+    assert_non_null(r);
+    return r;
+}
+
 static struct reader *open_reader_cfg(struct fake_store *f, uint64_t part_size, size_t ahead,
                                       int64_t idle_ms)
 {
@@ -244,10 +254,7 @@ static struct reader *open_pool_reader(struct fake_store *f, struct prefetch_poo
     struct reader_config cfg;
     reader_config_default(&cfg);
     cfg.pool = pool;
-    struct store_attr attr = {.size = f->size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
-    return r;
+    return reader_of(f, &cfg);
 }
 
 /* Waits (a while at most) until no stream of f runs. */
@@ -663,9 +670,7 @@ static void test_reader_read_deadline(void **state)
     /* the stall is endless, so any deadline meets it; one long enough
      * that the reads before and after it never do, on a loaded machine */
     cfg.read_deadline_ms = 1000;
-    struct store_attr attr = {.size = f->size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    struct reader *r = reader_of(f, &cfg);
     read_through(r, 0, after, sizeof(buf));
     struct reader_stats st0, st1;
     reader_get_stats(r, &st0);
@@ -698,9 +703,7 @@ static void test_reader_failure_held(void **state)
     struct reader_config cfg;
     reader_config_default(&cfg);
     cfg.fail_hold_ms = hold;
-    struct store_attr attr = {.size = f->size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    struct reader *r = reader_of(f, &cfg);
     f->fail = -EIO;
     assert_int_equal(reader_read(r, buf, sizeof(buf), 5 * MIB), -EIO);
     int64_t failed_at = clock_now_ms();
@@ -735,7 +738,7 @@ static void test_reader_failure_held(void **state)
     f->stream_stall = true;
     f->stream_after = 0;
     cfg.read_deadline_ms = 500;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+    r = reader_of(f, &cfg);
     assert_int_equal(reader_read(r, buf, sizeof(buf), 0), -ETIMEDOUT);
     wait_streams_gone(f);
     int streams = locked_int(f, &f->nstreams);
@@ -866,10 +869,7 @@ static struct reader *open_split_reader(struct fake_store *f, uint64_t split_bel
     cfg.max_ahead = 16 * MIB;
     cfg.own.workers = 4;
     cfg.own.budget = 64 * MIB;
-    struct store_attr attr = {.size = f->size, .generation = f->generation};
-    struct reader *r = NULL;
-    assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
-    return r;
+    return reader_of(f, &cfg);
 }
 
 static void test_reader_slow_get_splits(void **state)
@@ -1298,9 +1298,7 @@ static void test_reader_free_in_flight(void **state)
         reader_config_default(&cfg);
         cfg.part_size = (i % 2) ? 1 * MIB : 0;
         cfg.own.workers = 2;
-        struct store_attr attr = {.size = f->size, .generation = f->generation};
-        struct reader *r = NULL;
-        assert_int_equal(reader_new(&cfg, &f->base, "k", &attr, &r), 0);
+        struct reader *r = reader_of(f, &cfg);
         char buf[4096];
         assert_int_equal(reader_read(r, buf, sizeof(buf), 0), sizeof(buf));
         check_bytes(buf, sizeof(buf), 0);
