@@ -54,13 +54,19 @@ struct fs_state {
     struct readahead_setter *readahead; /* started by init, stopped by destroy */
 };
 
-static void handle_link(struct fs_state *fs, struct fs_handle *h)
+/* Puts h first on the list (handles_lock held). */
+static void handle_link_locked(struct fs_state *fs, struct fs_handle *h)
 {
-    pthread_mutex_lock(&fs->handles_lock);
     h->next = fs->handles.next;
     h->prev = &fs->handles;
     fs->handles.next->prev = h;
     fs->handles.next = h;
+}
+
+static void handle_link(struct fs_state *fs, struct fs_handle *h)
+{
+    pthread_mutex_lock(&fs->handles_lock);
+    handle_link_locked(fs, h);
     pthread_mutex_unlock(&fs->handles_lock);
 }
 
@@ -192,7 +198,8 @@ static const char *control_rel(const struct fs_state *fs, const char *key)
     return NULL;
 }
 
-/* The writer of requests/<name>, if it is open (handles_lock held). */
+/* The writer of requests/<name> opened last, if one is open (handles_lock
+ * held). */
 static struct request_writer *find_writer(struct fs_state *fs, const char *name)
 {
     for (struct fs_handle *h = fs->handles.next; h != &fs->handles; h = h->next)
@@ -243,7 +250,25 @@ static int writer_resize(struct fs_state *fs, struct request_writer *w, size_t l
     return 0;
 }
 
-/* Opens requests/<name> for writing: a new, empty request. */
+/* Whether requests/<name> is being written: open, and not submitted as it
+ * is now. A writer whose close submitted it is not in the way of a new
+ * one, although its release (which the kernel sends a moment after the
+ * close returned) may not have come yet. handles_lock held. */
+static bool writer_busy(struct fs_state *fs, const char *name)
+{
+    bool busy = false;
+    for (struct fs_handle *h = fs->handles.next; h != &fs->handles && !busy; h = h->next) {
+        if (!h->writer || strcmp(h->writer->name, name) != 0)
+            continue;
+        pthread_mutex_lock(&h->writer->data_lock);
+        busy = h->writer->dirty;
+        pthread_mutex_unlock(&h->writer->data_lock);
+    }
+    return busy;
+}
+
+/* Opens requests/<name> for writing: a new, empty request. Fails with
+ * EBUSY while another writer of it has not submitted what it wrote. */
 static int writer_open(struct fs_state *fs, const char *name, struct fuse_file_info *fi)
 {
     struct fs_handle *h = calloc(1, sizeof(*h));
@@ -259,15 +284,16 @@ static int writer_open(struct fs_state *fs, const char *name, struct fuse_file_i
     pthread_mutex_init(&w->data_lock, NULL);
     h->writer = w;
     pthread_mutex_lock(&fs->handles_lock);
-    bool taken = find_writer(fs, name) != NULL;
+    bool busy = writer_busy(fs, name);
+    if (!busy)
+        handle_link_locked(fs, h); /* in the same hold: one of two racing opens wins */
     pthread_mutex_unlock(&fs->handles_lock);
-    if (taken) {
+    if (busy) {
         pthread_mutex_destroy(&w->data_lock);
         free(w);
         free(h);
         return -EBUSY;
     }
-    handle_link(fs, h);
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;
     return 0;

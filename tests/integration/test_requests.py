@@ -282,6 +282,25 @@ class RequestChecks:
         self.assertEqual(self.wait_state(m, "q")["state"], "done")
         self.assertNotIn("request q: replaced", m.log_text())
 
+    def test_request_written_again_at_once(self):
+        # close() returns once the request is submitted; the kernel tells
+        # the daemon that the file is released a moment later. Writing the
+        # same request again at once is not a second writer: never EBUSY.
+        m = self.rmount(["max_jobs=0"])
+        path = self.control(m, "requests", "again")
+        for i in range(100):
+            self.assertEqual(write_request(path, b"a/one.txt\n"), 0, "round %d" % i)
+            self.assertEqual(write_request(path, b"/abs\n"), errno.EINVAL, "round %d" % i)
+        # a writer that really is open still keeps a second one out
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"a/one.txt\n")
+            with self.assertRaises(OSError) as cm:
+                os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.assertEqual(cm.exception.errno, errno.EBUSY)
+        finally:
+            os.close(fd)
+
 
 def make_files():
     rnd = os.urandom
