@@ -173,8 +173,8 @@ static int parse_attr(json_object *item, struct store_attr *out)
     return 0;
 }
 
-int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
-                        struct store_listing *out, char **next_page_token)
+static int parse_list(const char *json, size_t len, const char *dir_prefix, bool flat,
+                      struct store_listing *out, char **next_page_token)
 {
     size_t plen = strlen(dir_prefix);
     json_object *root = parse(json, len);
@@ -184,6 +184,11 @@ int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
     *next_page_token = NULL;
     if (!root || !json_object_is_type(root, json_type_object)) {
         rc = -EPROTO;
+        goto out;
+    }
+    if (json_object_object_get_ex(root, "prefixes", &arr) && flat &&
+        (!json_object_is_type(arr, json_type_array) || json_object_array_length(arr) > 0)) {
+        rc = -EPROTO; /* no delimiter was asked */
         goto out;
     }
     if (json_object_object_get_ex(root, "items", &arr)) {
@@ -213,7 +218,7 @@ int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
                 goto out;
             const char *rel = name + plen;
             size_t rlen = nlen - plen;
-            const char *slash = memchr(rel, '/', rlen);
+            const char *slash = flat ? NULL : memchr(rel, '/', rlen);
             if (memchr(rel, '\0', slash ? (size_t)(slash - rel) : rlen)) {
                 /* a C string cannot hold this name: cut at its NUL, it would
                  * pass for another object */
@@ -278,6 +283,18 @@ int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
 out:
     json_object_put(root);
     return rc;
+}
+
+int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
+                        struct store_listing *out, char **next_page_token)
+{
+    return parse_list(json, len, dir_prefix, false, out, next_page_token);
+}
+
+int gcs_json_parse_tree_page(const char *json, size_t len, const char *dir_prefix,
+                             struct store_listing *out, char **next_page_token)
+{
+    return parse_list(json, len, dir_prefix, true, out, next_page_token);
 }
 
 int gcs_json_list_nonempty(const char *json, size_t len)

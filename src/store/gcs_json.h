@@ -16,6 +16,13 @@
 int gcs_json_parse_list(const char *json, size_t len, const char *dir_prefix,
                         struct store_listing *out, char **next_page_token);
 
+/* One objects.list page asked without a delimiter: every object below
+ * dir_prefix, as a file whose name is its name relative to dir_prefix,
+ * slashes and all ("b/c.txt", or "b/" for a marker); dir_prefix's own
+ * marker is left out. A page with prefixes is -EPROTO. */
+int gcs_json_parse_tree_page(const char *json, size_t len, const char *dir_prefix,
+                             struct store_listing *out, char **next_page_token);
+
 /* Whether an objects.list page holds any item or prefix: 1, 0 or -EPROTO. */
 int gcs_json_list_nonempty(const char *json, size_t len);
 

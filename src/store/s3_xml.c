@@ -378,9 +378,11 @@ bad:
     return NULL;
 }
 
-/* Adds one item of a page of directory dir_prefix (plen bytes) to out. */
+/* Adds one item of a page of directory dir_prefix (plen bytes) to out;
+ * flat: of a page without delimiter, every key below keeping its whole
+ * name relative to dir_prefix. */
 static int add_item(const struct raw_item *it, bool url, const char *dir_prefix, size_t plen,
-                    struct store_listing *out, s3_etag_fn on_etag, void *arg)
+                    bool flat, struct store_listing *out, s3_etag_fn on_etag, void *arg)
 {
     char *decoded = NULL;
     const char *name = it->name;
@@ -398,6 +400,10 @@ static int add_item(const struct raw_item *it, bool url, const char *dir_prefix,
     }
     const char *rel = name + plen;
     size_t rlen = nlen - plen;
+    if (it->is_prefix && flat) {
+        rc = -EPROTO; /* no delimiter was asked */
+        goto out;
+    }
     if (it->is_prefix) {
         /* "dir_prefix" + "child/": one level below, its first component */
         if (rlen == 0 || rel[rlen - 1] != '/') {
@@ -417,7 +423,7 @@ static int add_item(const struct raw_item *it, bool url, const char *dir_prefix,
     }
     if (rlen == 0)
         goto out; /* this directory's own marker */
-    const char *slash = memchr(rel, '/', rlen);
+    const char *slash = flat ? NULL : memchr(rel, '/', rlen);
     if (memchr(rel, '\0', slash ? (size_t)(slash - rel) : rlen)) {
         /* a C string cannot hold this name: cut at its NUL, it would pass
          * for another object */
@@ -445,7 +451,7 @@ out:
     return rc;
 }
 
-int s3_xml_parse_list(const char *xml, size_t len, const char *dir_prefix,
+static int parse_list(const char *xml, size_t len, const char *dir_prefix, bool flat,
                       struct store_listing *out, char **next_token, s3_etag_fn on_etag,
                       void *arg)
 {
@@ -460,7 +466,7 @@ int s3_xml_parse_list(const char *xml, size_t len, const char *dir_prefix,
     /* the encoding applies to every key, wherever <EncodingType> stood,
      * so items are decoded only once the page is complete */
     for (size_t i = 0; i < p.count; i++)
-        if ((rc = add_item(&p.items[i], p.url, dir_prefix, plen, out, on_etag, arg)) < 0)
+        if ((rc = add_item(&p.items[i], p.url, dir_prefix, plen, flat, out, on_etag, arg)) < 0)
             goto out;
     if (p.truncated) {
         *next_token = p.token;
@@ -474,6 +480,20 @@ out:
     }
     parse_free(&p);
     return rc;
+}
+
+int s3_xml_parse_list(const char *xml, size_t len, const char *dir_prefix,
+                      struct store_listing *out, char **next_token, s3_etag_fn on_etag,
+                      void *arg)
+{
+    return parse_list(xml, len, dir_prefix, false, out, next_token, on_etag, arg);
+}
+
+int s3_xml_parse_tree_page(const char *xml, size_t len, const char *dir_prefix,
+                           struct store_listing *out, char **next_token, s3_etag_fn on_etag,
+                           void *arg)
+{
+    return parse_list(xml, len, dir_prefix, true, out, next_token, on_etag, arg);
 }
 
 int s3_xml_list_nonempty(const char *xml, size_t len)

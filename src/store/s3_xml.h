@@ -29,6 +29,15 @@ int s3_xml_parse_list(const char *xml, size_t len, const char *dir_prefix,
                       struct store_listing *out, char **next_token, s3_etag_fn on_etag,
                       void *arg);
 
+/* One ListObjectsV2 page asked without a delimiter: every object below
+ * dir_prefix, as a file whose name is its key relative to dir_prefix,
+ * slashes and all ("b/c.txt", or "b/" for a marker); dir_prefix's own
+ * marker is left out. A page with CommonPrefixes is -EPROTO. Otherwise as
+ * s3_xml_parse_list. */
+int s3_xml_parse_tree_page(const char *xml, size_t len, const char *dir_prefix,
+                           struct store_listing *out, char **next_token, s3_etag_fn on_etag,
+                           void *arg);
+
 /* Whether a ListObjectsV2 page holds any object or common prefix: 1, 0,
  * -EPROTO or -ENOMEM. */
 int s3_xml_list_nonempty(const char *xml, size_t len);

@@ -89,6 +89,57 @@ static void expect_object_eproto(const char *json)
 
 /* ---- listing pages ---------------------------------------------------- */
 
+static void test_tree_page(void **state)
+{
+    (void)state;
+    /* a page asked without a delimiter: objects at any depth keep their
+     * whole name below the listed directory; markers stay, ending in "/" */
+    const char *page =
+        "{\"kind\":\"storage#objects\",\"items\":["
+        "{\"name\":\"t/\",\"size\":\"0\",\"generation\":\"1\"},"
+        "{\"name\":\"t/a/\",\"size\":\"0\",\"generation\":\"2\"},"
+        "{\"name\":\"t/a/b/c.txt\",\"size\":\"5\",\"generation\":\"3\"},"
+        "{\"name\":\"t/z.bin\",\"size\":\"7\",\"generation\":\"4\"}],"
+        "\"nextPageToken\":\"n2\"}";
+    size_t len = strlen(page);
+    char *copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, page, len);
+    struct store_listing l = {0};
+    char *token = NULL;
+    assert_int_equal(gcs_json_parse_tree_page(copy, len, "t/", &l, &token), 0);
+    assert_string_equal(token, "n2");
+    free(token);
+    assert_int_equal(l.count, 3); /* t/'s own marker is left out */
+    assert_non_null(find_entry(&l, "a/", false));
+    const struct store_entry *e = find_entry(&l, "a/b/c.txt", false);
+    assert_non_null(e);
+    assert_int_equal(e->attr.size, 5);
+    assert_int_equal(e->attr.generation, 3);
+    assert_non_null(find_entry(&l, "z.bin", false));
+    store_listing_free(&l);
+    /* the same page, as a listing with a delimiter, folds the deep ones */
+    assert_int_equal(parse_list(page, "t/", &l, &token), 0);
+    assert_non_null(find_entry(&l, "a", true));
+    assert_null(find_entry(&l, "a/b/c.txt", false));
+    free(token);
+    store_listing_free(&l);
+    free(copy);
+    /* prefixes answer another question; so do names elsewhere */
+    static const char *const bad[] = {
+        "{\"items\":[{\"name\":\"t/x\",\"size\":\"1\",\"generation\":\"1\"}],"
+        "\"prefixes\":[\"t/d/\"]}",
+        "{\"items\":[{\"name\":\"u/x\",\"size\":\"1\",\"generation\":\"1\"}]}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        token = NULL;
+        assert_int_equal(gcs_json_parse_tree_page(bad[i], strlen(bad[i]), "t/", &l, &token),
+                         -EPROTO);
+        assert_null(token);
+        store_listing_free(&l);
+    }
+}
+
 static void test_list_items_and_prefixes(void **state)
 {
     (void)state;
@@ -839,6 +890,7 @@ int main(void)
     log_set_level(LOG_LEVEL_ERROR); /* skipped names are logged as warnings */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_list_items_and_prefixes),
+        cmocka_unit_test(test_tree_page),
         cmocka_unit_test(test_list_root_and_appends_across_pages),
         cmocka_unit_test(test_list_empty_pages),
         cmocka_unit_test(test_list_only_marker),

@@ -253,6 +253,59 @@ static void test_list_url_encoded(void **state)
                        "d/");
 }
 
+static void test_tree_page(void **state)
+{
+    (void)state;
+    /* a page asked without a delimiter: keys at any depth keep their whole
+     * name below the listed directory; markers stay, ending in "/" */
+    static const char xml[] = HEAD "<Name>bkt</Name><Prefix>t/</Prefix>"
+        "<EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>"
+        "<NextContinuationToken>tok+2</NextContinuationToken>"
+        OBJ("t%2F", "0", "e0") OBJ("t%2Fa%2F", "0", "e1") OBJ("t%2Fa%2Fb%2Fc+d.txt", "5", "e2")
+        OBJ("t%2Fa%2Fn%00ul", "1", "e3") OBJ("t%2Fz.bin", "7", "e4") TAIL;
+    size_t len = sizeof(xml) - 1;
+    char *copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, xml, len);
+    struct store_listing l = {0};
+    char *token = NULL;
+    struct etags_seen seen = {0};
+    assert_int_equal(s3_xml_parse_tree_page(copy, len, "t/", &l, &token, count_etag, &seen), 0);
+    assert_string_equal(token, "tok+2");
+    free(token);
+    /* t/'s own marker and the name with a NUL are left out */
+    assert_int_equal(l.count, 3);
+    assert_non_null(find_entry(&l, "a/", false));
+    const struct store_entry *e = find_entry(&l, "a/b/c d.txt", false);
+    assert_non_null(e);
+    assert_int_equal(e->attr.size, 5);
+    assert_int_equal(e->attr.generation, s3_etag_generation("e2"));
+    assert_non_null(find_entry(&l, "z.bin", false));
+    assert_int_equal(seen.count, 3);
+    store_listing_free(&l);
+    /* the same page, as a listing with a delimiter, folds the deep ones */
+    assert_int_equal(parse_list_n(xml, len, "t/", &l, &token, NULL), 0);
+    assert_non_null(find_entry(&l, "a", true));
+    assert_null(find_entry(&l, "a/b/c d.txt", false));
+    free(token);
+    store_listing_free(&l);
+    /* CommonPrefixes answer another question; so do keys elsewhere */
+    static const char *const bad[] = {
+        HEAD "<IsTruncated>false</IsTruncated>" OBJ("t/x", "1", "e") PFX("t/d/") TAIL,
+        HEAD "<IsTruncated>false</IsTruncated>" OBJ("u/x", "1", "e") TAIL,
+    };
+    for (size_t i = 0; i < 2; i++) {
+        token = NULL;
+        assert_int_equal(s3_xml_parse_tree_page(bad[i], strlen(bad[i]), "t/", &l, &token, NULL,
+                                                NULL),
+                         -EPROTO);
+        assert_int_equal(l.count, 0); /* a bad page adds nothing */
+        assert_null(token);
+        store_listing_free(&l);
+    }
+    free(copy);
+}
+
 static void test_url_decode(void **state)
 {
     (void)state;
@@ -674,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_list_odd_names),
         cmocka_unit_test(test_list_pagination_tokens),
         cmocka_unit_test(test_list_url_encoded),
+        cmocka_unit_test(test_tree_page),
         cmocka_unit_test(test_url_decode),
         cmocka_unit_test(test_list_malformed),
         cmocka_unit_test(test_list_limits),
