@@ -186,7 +186,7 @@ static int parse_list(const char *json, size_t len, const char *dir_prefix, bool
         rc = -EPROTO;
         goto out;
     }
-    if (json_object_object_get_ex(root, "prefixes", &arr) && flat &&
+    if (flat && json_object_object_get_ex(root, "prefixes", &arr) &&
         (!json_object_is_type(arr, json_type_array) || json_object_array_length(arr) > 0)) {
         rc = -EPROTO; /* no delimiter was asked */
         goto out;

@@ -90,6 +90,11 @@ class Mount:
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
 
+    def stats(self):
+        """The daemon's .zipperfs/stats, parsed."""
+        with open(self.path(".zipperfs", "stats")) as f:
+            return json.load(f)
+
     def log_text(self):
         try:
             with open(self.log_path, "rb") as f:

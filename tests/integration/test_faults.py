@@ -92,10 +92,6 @@ class FaultTest(GcsTestCase):
         m.close()
         self.assertIn("gave up after 3 attempts", m.log_text())
 
-    def reads_stats(self, m):
-        with open(m.path(".zipperfs", "stats")) as f:
-            return json.load(f)["reads"]
-
     def test_persistent_stall_fails_within_deadline(self):
         m = self.mount("gs://faults", endpoint=self.p.endpoint,
                        options=["retries=50", "retry_deadline=5", "stall_timeout=3"])
@@ -114,11 +110,11 @@ class FaultTest(GcsTestCase):
             # within stall_timeout of the failure, a read of the same open
             # file elsewhere fails at once with the same error, asking the
             # server nothing
-            before = self.reads_stats(m)
+            before = m.stats()["reads"]
             with self.assertRaises(OSError) as cm:
                 os.pread(f.fileno(), 4096, SIZE - 4096)
             self.assertEqual(cm.exception.errno, errno.ETIMEDOUT)
-            after = self.reads_stats(m)
+            after = m.stats()["reads"]
         self.assertGreater(after["held_failures"], before["held_failures"])
         for key in ("runs", "parts", "exact_fetches", "read_timeouts"):
             self.assertEqual(after[key], before[key], key)

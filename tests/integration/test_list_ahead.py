@@ -3,7 +3,6 @@ show exactly what they show without it, the walk's directories are listed
 once each, and the stats say the listings made ahead were used. Against
 both the S3-compatible server and the GCS emulator."""
 
-import json
 import os
 import re
 
@@ -37,8 +36,7 @@ class ListAheadMixin:
             type(self)._seeded = True
 
     def stats(self, m):
-        with open(m.path(".zipperfs", "stats")) as f:
-            return json.load(f)["namespace"]
+        return m.stats()["namespace"]
 
     def walk_outputs(self, options):
         """find, then ls -lR, on a new mount; their outputs and the stats"""

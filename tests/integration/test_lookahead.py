@@ -32,8 +32,7 @@ def make_dir(top, count=COUNT, size=200 * 1024):
 
 
 def reads_stats(m):
-    with open(m.path(CONTROL, "stats")) as f:
-        return json.load(f)["reads"]
+    return m.stats()["reads"]
 
 
 class LookaheadChecks:
