@@ -69,6 +69,16 @@ struct store_ops {
     const char *name; /* "gcs", "s3", "local" */
     /* Every child of directory dir ("" or "a/b"), all pages. */
     int (*list_dir)(struct store *s, const char *dir, struct store_listing *out);
+    /* One page of every object below directory dir, at any depth, in key
+     * order: files named by their keys relative to dir, slashes and all
+     * ("b/c.txt", "b/" for a marker). *token is NULL for the first page,
+     * which starts past the relative name after when that is not NULL (a
+     * hint: a server may send names up to it all the same); on return it is
+     * the next page's token (malloc'd), or NULL after the last page. On
+     * failure out and *token are freed. Optional (NULL: walks list directory by
+     * directory). */
+    int (*list_tree_page)(struct store *s, const char *dir, const char *after, char **token,
+                          struct store_listing *out);
     /* Attributes of the object named key: 0, -ENOENT, or another -errno. */
     int (*stat_object)(struct store *s, const char *key, struct store_attr *out);
     /* 1 when some object's name starts with key + "/", 0 when none, or -errno. */
@@ -102,6 +112,15 @@ struct store {
 static inline int store_list_dir(struct store *s, const char *dir, struct store_listing *out)
 {
     return s->ops->list_dir(s, dir, out);
+}
+static inline bool store_can_list_tree(const struct store *s)
+{
+    return s->ops->list_tree_page != NULL;
+}
+static inline int store_list_tree_page(struct store *s, const char *dir, const char *after,
+                                       char **token, struct store_listing *out)
+{
+    return s->ops->list_tree_page(s, dir, after, token, out);
 }
 static inline int store_stat_object(struct store *s, const char *key, struct store_attr *out)
 {

@@ -51,56 +51,101 @@ static int gcs_get_json(struct store_gcs *g, const char *url, struct dynbuf *bod
     return http_perform(g->http, &req, NULL);
 }
 
+/* One objects.list page below dir_prefix (full, with its slash), with or
+ * without a delimiter, into out; *token in: this page's token or NULL,
+ * out: the next one or NULL. after: NULL or a full name the first page
+ * starts at (startOffset). */
+static int gcs_list_page(struct store_gcs *g, const char *dir_prefix, bool delimited,
+                         const char *after, char **token, struct dynbuf *body,
+                         struct store_listing *out)
+{
+    char *url = NULL, *esc_prefix = http_escape(dir_prefix);
+    char *esc_token = *token ? http_escape(*token) : NULL;
+    char *esc_after = after && !*token ? http_escape(after) : NULL;
+    int rc = -ENOMEM;
+
+    if (!esc_prefix || (*token && !esc_token) || (after && !*token && !esc_after))
+        goto out;
+    if (asprintf(&url,
+                 "%s/storage/v1/b/%s/o?prefix=%s%s&maxResults=%d"
+                 "&fields=items(name%%2Csize%%2Cgeneration%%2Cupdated)%%2Cprefixes%%2CnextPageToken"
+                 "%s%s%s%s",
+                 g->endpoint, g->bucket_escaped, esc_prefix, delimited ? "&delimiter=%2F" : "",
+                 g->page_size, esc_token ? "&pageToken=" : "", esc_token ? esc_token : "",
+                 esc_after ? "&startOffset=" : "", esc_after ? esc_after : "") < 0) {
+        url = NULL;
+        goto out;
+    }
+    char *prev = *token;
+    *token = NULL;
+    if ((rc = gcs_get_json(g, url, body)) == 0) {
+        const char *json = body->data ? body->data : "";
+        /* prefixes may repeat across pages; the namespace layer dedupes */
+        rc = delimited ? gcs_json_parse_list(json, body->len, dir_prefix, out, token)
+                       : gcs_json_parse_tree_page(json, body->len, dir_prefix, out, token);
+        if (rc < 0)
+            log_error("listing gs://.../%s: malformed response", dir_prefix);
+    }
+    if (rc == 0 && *token && prev && strcmp(*token, prev) == 0) {
+        /* the same page again and again would never end */
+        log_error("listing gs://.../%s: the server repeats its page token", dir_prefix);
+        rc = -EPROTO;
+    }
+    free(prev);
+out:
+    if (rc < 0) {
+        free(*token);
+        *token = NULL;
+    }
+    free(url);
+    free(esc_after);
+    free(esc_token);
+    free(esc_prefix);
+    return rc;
+}
+
 static int gcs_list_dir(struct store *s, const char *dir, struct store_listing *out)
 {
     struct store_gcs *g = to_gcs(s);
     struct dynbuf body;
-    char *token = NULL, *url = NULL, *esc_prefix = NULL;
-    int rc = 0;
+    char *token = NULL;
+    int rc = -ENOMEM;
 
     dynbuf_init(&body, GCS_LIST_BODY_CAP);
     char *dir_prefix = full_name(g, dir, dir[0] ? "/" : "");
-    if (!dir_prefix || !(esc_prefix = http_escape(dir_prefix))) {
-        rc = -ENOMEM;
-        goto out;
+    if (dir_prefix) {
+        do
+            rc = gcs_list_page(g, dir_prefix, true, NULL, &token, &body, out);
+        while (rc == 0 && token);
     }
-    do {
-        char *esc_token = NULL;
-        if (token && !(esc_token = http_escape(token))) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        free(url);
-        url = NULL;
-        if (asprintf(&url,
-                     "%s/storage/v1/b/%s/o?prefix=%s&delimiter=%%2F&maxResults=%d"
-                     "&fields=items(name%%2Csize%%2Cgeneration%%2Cupdated)%%2Cprefixes%%2CnextPageToken"
-                     "%s%s",
-                     g->endpoint, g->bucket_escaped, esc_prefix, g->page_size,
-                     esc_token ? "&pageToken=" : "", esc_token ? esc_token : "") < 0) {
-            free(esc_token);
-            url = NULL;
-            rc = -ENOMEM;
-            goto out;
-        }
-        free(esc_token);
-        free(token);
-        token = NULL;
-        if ((rc = gcs_get_json(g, url, &body)) < 0)
-            goto out;
-        /* prefixes may repeat across pages; the namespace layer dedupes */
-        rc = gcs_json_parse_list(body.data ? body.data : "", body.len, dir_prefix, out, &token);
-        if (rc < 0) {
-            log_error("listing gs://.../%s: malformed response", dir_prefix);
-            goto out;
-        }
-    } while (token);
-out:
     if (rc < 0)
         store_listing_free(out);
     free(token);
-    free(url);
-    free(esc_prefix);
+    free(dir_prefix);
+    dynbuf_free(&body);
+    return rc;
+}
+
+static int gcs_list_tree_page(struct store *s, const char *dir, const char *after, char **token,
+                              struct store_listing *out)
+{
+    struct store_gcs *g = to_gcs(s);
+    struct dynbuf body;
+    char *full_after = NULL;
+    int rc = -ENOMEM;
+
+    dynbuf_init(&body, GCS_LIST_BODY_CAP);
+    char *dir_prefix = full_name(g, dir, dir[0] ? "/" : "");
+    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0))
+        rc = gcs_list_page(g, dir_prefix, false, full_after, token, &body, out);
+    else
+        full_after = NULL;
+    if (rc < 0) {
+        store_listing_free(out);
+        free(*token);
+        *token = NULL;
+    }
+    free(full_after);
     free(dir_prefix);
     dynbuf_free(&body);
     return rc;
@@ -709,6 +754,7 @@ static void gcs_destroy(struct store *s)
 static const struct store_ops gcs_ops = {
     .name = "gcs",
     .list_dir = gcs_list_dir,
+    .list_tree_page = gcs_list_tree_page,
     .stat_object = gcs_stat_object,
     .prefix_exists = gcs_prefix_exists,
     .read = gcs_read,

@@ -200,67 +200,105 @@ static int s3_get_xml(struct store_s3 *s, const char *url, struct dynbuf *body)
     return http_perform(s->http, &req, NULL);
 }
 
+/* One ListObjectsV2 page below dir_prefix (full, with its slash), with or
+ * without a delimiter, into out; *token in: this page's continuation token
+ * or NULL, out: the next one or NULL. after: NULL or a full key the first
+ * page starts past. */
+static int s3_list_page(struct store_s3 *s, const char *dir_prefix, bool delimited,
+                        const char *after, char **token, struct dynbuf *body,
+                        struct store_listing *out)
+{
+    char *url = NULL, *esc_prefix = http_escape(dir_prefix);
+    char *esc_token = *token ? http_escape(*token) : NULL;
+    char *esc_after = after && !*token ? http_escape(after) : NULL;
+    int rc = -ENOMEM;
+
+    if (!esc_prefix || (*token && !esc_token) || (after && !*token && !esc_after))
+        goto out;
+    /* parameters in byte order of their names: libcurl 7.88 signs the
+     * query string as written, and SigV4 wants it sorted.
+     * encoding-type=url lets keys that XML 1.0 cannot carry reach us. */
+    if (asprintf(&url, "%s%s?%s%s%s%sencoding-type=url&list-type=2&max-keys=%d%s%s%s%s",
+                 s->endpoint, s->bucket_path, esc_token ? "continuation-token=" : "",
+                 esc_token ? esc_token : "", esc_token ? "&" : "",
+                 delimited ? "delimiter=%2F&" : "", s->page_size,
+                 esc_prefix[0] ? "&prefix=" : "", esc_prefix, esc_after ? "&start-after=" : "",
+                 esc_after ? esc_after : "") < 0) {
+        url = NULL;
+        goto out;
+    }
+    char *prev = *token;
+    *token = NULL;
+    if ((rc = s3_get_xml(s, url, body)) == 0) {
+        const char *xml = body->data ? body->data : "";
+        /* prefixes may repeat across pages; the namespace layer dedupes */
+        rc = delimited ? s3_xml_parse_list(xml, body->len, dir_prefix, out, token,
+                                           remember_etag, s)
+                       : s3_xml_parse_tree_page(xml, body->len, dir_prefix, out, token,
+                                                remember_etag, s);
+        if (rc < 0)
+            log_error("listing s3://.../%s: malformed response", dir_prefix);
+    }
+    if (rc == 0 && *token && prev && strcmp(*token, prev) == 0) {
+        /* the same page again and again would never end */
+        log_error("listing s3://.../%s: the server repeats its continuation token", dir_prefix);
+        rc = -EPROTO;
+    }
+    free(prev);
+out:
+    if (rc < 0) {
+        free(*token);
+        *token = NULL;
+    }
+    free(url);
+    free(esc_after);
+    free(esc_token);
+    free(esc_prefix);
+    return rc;
+}
+
 static int s3_list_dir(struct store *st, const char *dir, struct store_listing *out)
 {
     struct store_s3 *s = to_s3(st);
     struct dynbuf body;
-    char *token = NULL, *prev = NULL, *url = NULL, *esc_prefix = NULL, *esc_token = NULL;
-    int rc = 0;
+    char *token = NULL;
+    int rc = -ENOMEM;
 
     dynbuf_init(&body, S3_LIST_BODY_CAP);
     char *dir_prefix = full_name(s, dir, dir[0] ? "/" : "");
-    if (!dir_prefix || !(esc_prefix = http_escape(dir_prefix))) {
-        rc = -ENOMEM;
-        goto out;
+    if (dir_prefix) {
+        do
+            rc = s3_list_page(s, dir_prefix, true, NULL, &token, &body, out);
+        while (rc == 0 && token);
     }
-    do {
-        free(esc_token);
-        esc_token = NULL;
-        if (token && !(esc_token = http_escape(token))) {
-            rc = -ENOMEM;
-            goto out;
-        }
-        free(prev);
-        prev = token;
-        token = NULL;
-        free(url);
-        /* parameters in byte order of their names: libcurl 7.88 signs the
-         * query string as written, and SigV4 wants it sorted.
-         * encoding-type=url lets keys that XML 1.0 cannot carry reach us. */
-        if (asprintf(&url,
-                     "%s%s?%s%s%sdelimiter=%%2F&encoding-type=url&list-type=2&max-keys=%d%s%s",
-                     s->endpoint, s->bucket_path, esc_token ? "continuation-token=" : "",
-                     esc_token ? esc_token : "", esc_token ? "&" : "", s->page_size,
-                     esc_prefix[0] ? "&prefix=" : "", esc_prefix) < 0) {
-            url = NULL;
-            rc = -ENOMEM;
-            goto out;
-        }
-        if ((rc = s3_get_xml(s, url, &body)) < 0)
-            goto out;
-        /* prefixes may repeat across pages; the namespace layer dedupes */
-        rc = s3_xml_parse_list(body.data ? body.data : "", body.len, dir_prefix, out, &token,
-                               remember_etag, s);
-        if (rc < 0) {
-            log_error("listing s3://.../%s: malformed response", dir_prefix);
-            goto out;
-        }
-        if (token && prev && strcmp(token, prev) == 0) {
-            /* the same page again and again would never end */
-            log_error("listing s3://.../%s: the server repeats its continuation token",
-                      dir_prefix);
-            rc = -EPROTO;
-            goto out;
-        }
-    } while (token);
-out:
     if (rc < 0)
         store_listing_free(out);
     free(token);
-    free(prev);
-    free(esc_token);
-    free(url);
-    free(esc_prefix);
+    free(dir_prefix);
+    dynbuf_free(&body);
+    return rc;
+}
+
+static int s3_list_tree_page(struct store *st, const char *dir, const char *after, char **token,
+                             struct store_listing *out)
+{
+    struct store_s3 *s = to_s3(st);
+    struct dynbuf body;
+    char *full_after = NULL;
+    int rc = -ENOMEM;
+
+    dynbuf_init(&body, S3_LIST_BODY_CAP);
+    char *dir_prefix = full_name(s, dir, dir[0] ? "/" : "");
+    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0))
+        rc = s3_list_page(s, dir_prefix, false, full_after, token, &body, out);
+    else
+        full_after = NULL;
+    if (rc < 0) {
+        store_listing_free(out);
+        free(*token);
+        *token = NULL;
+    }
+    free(full_after);
     free(dir_prefix);
     dynbuf_free(&body);
     return rc;
@@ -736,6 +774,7 @@ static void s3_destroy(struct store *st)
 static const struct store_ops s3_ops = {
     .name = "s3",
     .list_dir = s3_list_dir,
+    .list_tree_page = s3_list_tree_page,
     .stat_object = s3_stat_object,
     .prefix_exists = s3_prefix_exists,
     .read = s3_read,

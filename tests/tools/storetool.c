@@ -5,15 +5,21 @@
  *     storetool [-o OPTS] upload SOURCE KEY FILE [--content-type T]
  *               [--custom-time SECONDS] [--fail-at OFFSET]
  *     storetool [-o OPTS] stat SOURCE KEY
+ *     storetool [-o OPTS] list SOURCE DIR
+ *     storetool [-o OPTS] tree SOURCE DIR [--after NAME]
  *
  * SOURCE is gs://BUCKET[/PREFIX], s3://BUCKET[/PREFIX] or a directory.
  * OPTS is a comma-separated list of endpoint=URL, auth=MODE, region=R,
- * retries=N, retry_deadline=SECONDS, stall_timeout=SECONDS.
+ * retries=N, retry_deadline=SECONDS, stall_timeout=SECONDS, list_page_size=N.
  *
  * upload sends FILE as KEY with customTime set to now (or SECONDS; 0 for
  * none). --fail-at makes the source fail (EIO) when asked for that byte or
  * any after it, to see that a failed upload leaves nothing behind.
  * stat prints "size=N generation=G mtime=S".
+ * list prints the children of directory DIR ("" for the top), one a line:
+ * "d NAME" or "f NAME SIZE", in the store's order. tree prints the same for
+ * every object below DIR, page by page (list_tree_page), names relative to
+ * DIR, then "pages N" (N: the pages asked for).
  *
  * Exits 0 on success, 1 with the error on stderr (and the store's log
  * lines), 2 on a usage error. */
@@ -35,7 +41,9 @@ static int usage(void)
     fprintf(stderr,
             "usage: storetool [-o OPTS] upload SOURCE KEY FILE [--content-type T]\n"
             "                 [--custom-time SECONDS] [--fail-at OFFSET]\n"
-            "       storetool [-o OPTS] stat SOURCE KEY\n");
+            "       storetool [-o OPTS] stat SOURCE KEY\n"
+            "       storetool [-o OPTS] list SOURCE DIR\n"
+            "       storetool [-o OPTS] tree SOURCE DIR [--after NAME]\n");
     return 2;
 }
 
@@ -89,6 +97,8 @@ static int apply_options(char *opts, struct zfs_config *cfg)
             cfg->retry_deadline_s = atof(v);
         else if (strcmp(kv, "stall_timeout") == 0)
             cfg->stall_timeout_s = atof(v);
+        else if (strcmp(kv, "list_page_size") == 0)
+            cfg->list_page_size = (unsigned)atoi(v);
         else
             return -EINVAL;
     }
@@ -167,6 +177,61 @@ static int cmd_stat(struct zfs *z, int argc, char **argv)
     return 0;
 }
 
+static void print_listing(const struct store_listing *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        if (l->entries[i].is_dir)
+            printf("d %s\n", l->entries[i].name);
+        else
+            printf("f %s %" PRIu64 "\n", l->entries[i].name, l->entries[i].attr.size);
+    }
+}
+
+static int cmd_list(struct zfs *z, int argc, char **argv)
+{
+    struct store_listing l = {0};
+    if (argc != 1)
+        return usage();
+    int rc = store_list_dir(z->store, argv[0], &l);
+    if (rc < 0) {
+        fprintf(stderr, "storetool: list %s: %s\n", argv[0], strerror(-rc));
+        return 1;
+    }
+    print_listing(&l);
+    store_listing_free(&l);
+    return 0;
+}
+
+static int cmd_tree(struct zfs *z, int argc, char **argv)
+{
+    const char *after = NULL;
+    char *token = NULL;
+    unsigned pages = 0;
+
+    if (argc == 3 && strcmp(argv[1], "--after") == 0)
+        after = argv[2];
+    else if (argc != 1)
+        return usage();
+    if (!store_can_list_tree(z->store)) {
+        fprintf(stderr, "storetool: tree: the %s backend lists no trees\n",
+                z->store->ops->name);
+        return 1;
+    }
+    do {
+        struct store_listing l = {0};
+        int rc = store_list_tree_page(z->store, argv[0], after, &token, &l);
+        if (rc < 0) {
+            fprintf(stderr, "storetool: tree %s: %s\n", argv[0], strerror(-rc));
+            return 1;
+        }
+        pages++;
+        print_listing(&l);
+        store_listing_free(&l);
+    } while (token);
+    printf("pages %u\n", pages);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct zfs_config cfg;
@@ -184,7 +249,15 @@ int main(int argc, char **argv)
         return usage();
     const char *cmd = argv[i];
     cfg.source = argv[i + 1];
-    if (strcmp(cmd, "upload") != 0 && strcmp(cmd, "stat") != 0)
+    static const struct {
+        const char *name;
+        int (*run)(struct zfs *, int, char **);
+    } cmds[] = {{"upload", cmd_upload}, {"stat", cmd_stat}, {"list", cmd_list}, {"tree", cmd_tree}};
+    int (*run)(struct zfs *, int, char **) = NULL;
+    for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++)
+        if (strcmp(cmd, cmds[c].name) == 0)
+            run = cmds[c].run;
+    if (!run)
         return usage();
     const char *tmp = getenv("TMPDIR");
     snprintf(cache_dir, sizeof(cache_dir), "%s/storetool-XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -198,10 +271,7 @@ int main(int argc, char **argv)
         remove_dir(cache_dir);
         return 1;
     }
-    if (strcmp(cmd, "upload") == 0)
-        rc = cmd_upload(z, argc - i - 2, argv + i + 2);
-    else
-        rc = cmd_stat(z, argc - i - 2, argv + i + 2);
+    rc = run(z, argc - i - 2, argv + i + 2);
     zfs_free(z);
     remove_dir(cache_dir);
     if (fflush(stdout) != 0 || ferror(stdout))
