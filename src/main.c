@@ -21,7 +21,7 @@ struct cli {
     double notify_retry_max;
     unsigned max_jobs, max_request_mb, max_request_paths;
     double stat_ttl, list_ttl, negative_ttl, retry_deadline, stall_timeout, connect_timeout;
-    unsigned cache_entries, list_page_size, list_parallel, retries, read_window_mb;
+    unsigned cache_entries, list_page_size, list_parallel, list_tree, retries, read_window_mb;
     unsigned prefetch_budget_mb, prefetch_parallel, prefetch_part_mb, lookahead;
     unsigned split_below_mbs;
     unsigned file_mode, dir_mode, uid, gid;
@@ -56,6 +56,7 @@ static const struct fuse_opt cli_opts[] = {
     CLI_OPT("cache_entries=%u", cache_entries),
     CLI_OPT("list_page_size=%u", list_page_size),
     CLI_OPT("list_parallel=%u", list_parallel),
+    CLI_OPT("list_tree=%u", list_tree),
     CLI_OPT("retries=%u", retries),
     CLI_OPT("retry_deadline=%lf", retry_deadline),
     CLI_OPT("stall_timeout=%lf", stall_timeout),
@@ -127,6 +128,8 @@ static void usage(const char *prog)
            "    cache_entries=N        entries per metadata cache (100000)\n"
            "    list_page_size=N       objects per listing request (1000)\n"
            "    list_parallel=N        directories listed ahead of a walk at once (4); 0: none\n"
+           "    list_tree=0|1          a walk lists whole subtrees, not directory by\n"
+           "                           directory (1; s3 and gcs, with list_parallel)\n"
            "    retries=N              attempts per request, the first included (6)\n"
            "    retry_deadline=SECONDS give up on a request after this long (120)\n"
            "    stall_timeout=SECONDS  an attempt receiving nothing this long is retried (30)\n"
@@ -248,6 +251,7 @@ int main(int argc, char *argv[])
     cli.cache_entries = cfg.cache_entries;
     cli.list_page_size = cfg.list_page_size;
     cli.list_parallel = cfg.list_parallel;
+    cli.list_tree = cfg.list_tree;
     cli.retries = cfg.retries;
     cli.read_window_mb = cfg.read_window_mb;
     cli.prefetch_budget_mb = cfg.prefetch_budget_mb;
@@ -287,7 +291,7 @@ int main(int argc, char *argv[])
     if (cli.debug_log)
         log_set_level(LOG_LEVEL_DEBUG);
     if (cli.list_page_size == 0 || cli.list_page_size > 5000 ||
-        cli.list_parallel > META_LIST_PARALLEL_MAX || cli.stat_ttl < 0 || cli.list_ttl < 0 ||
+        cli.list_parallel > META_LIST_PARALLEL_MAX || cli.list_tree > 1 || cli.stat_ttl < 0 || cli.list_ttl < 0 ||
         cli.negative_ttl < 0 || cli.retry_deadline <= 0 || cli.read_window_mb == 0 ||
         cli.read_window_mb > 1024 || cli.prefetch_budget_mb == 0 ||
         cli.prefetch_budget_mb > 65536 || cli.prefetch_parallel == 0 ||
@@ -318,6 +322,7 @@ int main(int argc, char *argv[])
     cfg.cache_entries = cli.cache_entries;
     cfg.list_page_size = cli.list_page_size;
     cfg.list_parallel = cli.list_parallel;
+    cfg.list_tree = cli.list_tree != 0;
     cfg.retries = cli.retries;
     cfg.retry_deadline_s = cli.retry_deadline;
     cfg.stall_timeout_s = cli.stall_timeout;

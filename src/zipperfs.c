@@ -23,6 +23,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->cache_entries = 100000;
     cfg->list_page_size = 1000;
     cfg->list_parallel = 4;
+    cfg->list_tree = true;
     cfg->retries = 6;
     cfg->retry_deadline_s = 120;
     cfg->stall_timeout_s = 30;
@@ -443,6 +444,7 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
     mc.negative_ttl_ms = (int64_t)(cfg->negative_ttl_s * 1000);
     mc.max_entries = cfg->cache_entries ? cfg->cache_entries : 1;
     mc.list_parallel = cfg->list_parallel;
+    mc.list_tree = cfg->list_tree;
     mc.hidden_root_name = cfg->control_name;
     if ((rc = meta_new(&mc, z->store, &z->meta)) < 0)
         goto fail;
@@ -598,6 +600,8 @@ int zfs_stats_json(struct zfs *z, char **out, size_t *len)
     add_counter(meta, "prefetched_listing_hits", ms.list_prefetch_hits);
     add_counter(meta, "listing_waits", ms.list_prefetch_waits);
     add_counter(meta, "prefetched_listings_dropped", ms.list_prefetch_dropped);
+    add_counter(meta, "tree_listings", ms.tree_listings);
+    add_counter(meta, "tree_pages", ms.tree_pages);
     json_object_object_add(o, "namespace", meta);
     add_counter(arch, "layouts", as.layouts);
     add_counter(arch, "crc_cache_hits", as.crc_cache_hits);

@@ -56,6 +56,7 @@ struct zfs_config {
     unsigned cache_entries;
     unsigned list_page_size;
     unsigned list_parallel;    /* directories listed ahead of a walk at once; 0: none */
+    bool list_tree;            /* a walk lists whole subtrees where the store can */
     unsigned retries;          /* attempts in all */
     double retry_deadline_s;
     double stall_timeout_s;

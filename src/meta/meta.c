@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "meta/names.h"
+#include "meta/tree.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include "util/strmap.h"
@@ -21,6 +22,14 @@
 #define LIST_SCAN_PER_STEP 16
 /* Keys longer than this are never listed ahead */
 #define LIST_KEY_MAX 4096
+/* An opendir waits this long at most for a subtree listing to bring its
+ * directory, then lists it itself */
+#define TREE_WAIT_MS 2000
+/* A subtree listing pauses when this many pages have come since the walk
+ * last used one of its directories, or this many of its directories wait
+ * unused; it ends once paused WALK_WINDOW_MS without use */
+#define TREE_AHEAD_PAGES 8
+#define TREE_AHEAD_DIRS 256
 
 struct stat_entry {
     int64_t expires_ms;
@@ -34,6 +43,25 @@ struct listing_slot {
     int64_t used_ms;      /* the last opendir of it or of a child; 0: never */
     bool ahead;           /* listed ahead and not opened since */
     bool walked;          /* reached by a walk: listed ahead, or its opendir was a step */
+    uint64_t tree_id;     /* the subtree listing that cached it, or 0 */
+};
+
+/* A listing of a subtree (see meta.h). The thread fills in build; m->lock
+ * guards all of it. Owned by m->tree until the next one replaces it. */
+struct tree_job {
+    uint64_t id;
+    char *root;  /* the directory listed */
+    char *after; /* the name of root's child it starts past */
+    struct tree_build *build;
+    uint64_t epoch;
+    bool ended;        /* its thread is done with it */
+    int waiters;       /* opendirs waiting for one of its directories */
+    unsigned building; /* pages of directories being built outside the lock */
+    size_t unused;     /* directories cached and not opened since */
+    unsigned pages_ahead; /* pages since the walk last used one of them */
+    int64_t used_ms;   /* when it last did (or the job started) */
+    pthread_t thread;
+    struct meta *m;
 };
 
 /* A listing in flight (running) or waiting for a thread (queued, only
@@ -63,6 +91,10 @@ struct meta {
     bool stopping;
     pthread_t threads[META_LIST_PARALLEL_MAX];
     unsigned nthreads;
+    struct tree_job *tree;   /* the subtree listing, running or ended, or NULL */
+    uint64_t tree_ids;
+    bool tree_off;           /* the server's order cannot be relied on */
+    pthread_cond_t tree_wake; /* the walk used the subtree listing, or waits for it */
 };
 
 void meta_config_default(struct meta_config *cfg)
@@ -72,6 +104,7 @@ void meta_config_default(struct meta_config *cfg)
     cfg->negative_ttl_ms = 5000;
     cfg->max_entries = 100000;
     cfg->list_parallel = 0;
+    cfg->list_tree = false;
     cfg->hidden_root_name = NULL;
 }
 
@@ -100,6 +133,16 @@ static void job_free(struct list_job *j)
     free(j);
 }
 
+static void tree_job_free(struct tree_job *t)
+{
+    if (!t)
+        return;
+    tree_build_free(t->build);
+    free(t->after);
+    free(t->root);
+    free(t);
+}
+
 int meta_new(const struct meta_config *cfg, struct store *store, struct meta **out)
 {
     struct meta *m = calloc(1, sizeof(*m));
@@ -111,7 +154,8 @@ int meta_new(const struct meta_config *cfg, struct store *store, struct meta **o
     m->store = store;
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->work, NULL);
-    pthread_cond_init(&m->listed, NULL);
+    clock_cond_init(&m->listed);
+    clock_cond_init(&m->tree_wake);
     m->listings = strmap_new(listing_slot_free);
     m->stats = strmap_new(free);
     m->jobs = strmap_new(NULL);
@@ -132,9 +176,14 @@ void meta_free(struct meta *m)
     pthread_mutex_lock(&m->lock);
     m->stopping = true;
     pthread_cond_broadcast(&m->work);
+    pthread_cond_broadcast(&m->tree_wake);
     pthread_mutex_unlock(&m->lock);
     for (unsigned i = 0; i < m->nthreads; i++)
         pthread_join(m->threads[i], NULL);
+    if (m->tree) {
+        pthread_join(m->tree->thread, NULL);
+        tree_job_free(m->tree);
+    }
     while (m->queue) {
         struct list_job *j = m->queue;
         m->queue = j->next;
@@ -143,6 +192,7 @@ void meta_free(struct meta *m)
     strmap_free(m->jobs); /* only the queued ones were left in it */
     strmap_free(m->listings);
     strmap_free(m->stats);
+    pthread_cond_destroy(&m->tree_wake);
     pthread_cond_destroy(&m->listed);
     pthread_cond_destroy(&m->work);
     pthread_mutex_destroy(&m->lock);
@@ -511,6 +561,341 @@ static void queue_trim(struct meta *m)
     }
 }
 
+/* ---- listing whole subtrees ------------------------------------------- */
+
+/* key's name relative to t's root, or NULL when key is not below it */
+static const char *tree_rel(const struct tree_job *t, const char *key)
+{
+    size_t len = strlen(t->root);
+    if (!len)
+        return key[0] ? key : NULL;
+    if (strncmp(key, t->root, len) != 0 || key[len] != '/')
+        return NULL;
+    return key + len + 1;
+}
+
+/* A directory a page completed: its raw listing, then its snapshot. */
+struct tree_done {
+    char *key;
+    struct store_listing raw;
+    struct meta_dir *dir;
+};
+
+struct tree_batch {
+    struct meta *m;
+    struct tree_job *job;
+    struct tree_done *items;
+    size_t count, alloc;
+};
+
+/* Whether the directory rel of t can be opened at all: each component a
+ * file name, and not the control directory (m->lock held). */
+static bool tree_dir_shown(const struct meta *m, const struct tree_job *t, const char *rel)
+{
+    const char *hidden = t->root[0] ? NULL : m->cfg.hidden_root_name;
+    for (const char *c = rel;;) {
+        const char *slash = strchr(c, '/');
+        size_t len = slash ? (size_t)(slash - c) : strlen(c);
+        if (!names_component_ok(c, len) ||
+            (c == rel && hidden && strlen(hidden) == len && memcmp(c, hidden, len) == 0))
+            return false;
+        if (!slash)
+            return true;
+        c = slash + 1;
+    }
+}
+
+/* tree_done_fn: keeps a completed directory for the batch (m->lock held). */
+static int tree_collect(void *arg, const char *rel, struct store_listing *raw)
+{
+    struct tree_batch *b = arg;
+    const char *root = b->job->root;
+    char *key = NULL;
+    if (!tree_dir_shown(b->m, b->job, rel)) {
+        store_listing_free(raw);
+        return 0;
+    }
+    if (b->count == b->alloc) {
+        size_t alloc = b->alloc ? b->alloc * 2 : 64;
+        struct tree_done *items = realloc(b->items, alloc * sizeof(*items));
+        if (!items) {
+            store_listing_free(raw);
+            return -ENOMEM;
+        }
+        b->items = items;
+        b->alloc = alloc;
+    }
+    if (asprintf(&key, "%s%s%s", root, root[0] ? "/" : "", rel) < 0) {
+        store_listing_free(raw);
+        return -ENOMEM;
+    }
+    b->items[b->count++] = (struct tree_done){.key = key, .raw = *raw};
+    return 0;
+}
+
+/* Builds the snapshots of a batch (without m->lock: a large directory
+ * takes a while to sort). A directory that cannot be built is left out. */
+static void tree_batch_build(struct meta *m, struct tree_batch *b)
+{
+    int64_t expires = clock_now_ms() + m->cfg.list_ttl_ms;
+    for (size_t i = 0; i < b->count; i++) {
+        struct tree_done *it = &b->items[i];
+        if (meta_dir_build(&it->raw, it->key, m->cfg.hidden_root_name, &it->dir) == 0)
+            it->dir->expires_ms = expires;
+        else
+            it->dir = NULL;
+        store_listing_free(&it->raw);
+    }
+}
+
+static void tree_batch_free(struct tree_batch *b)
+{
+    for (size_t i = 0; i < b->count; i++) {
+        store_listing_free(&b->items[i].raw);
+        meta_dir_put(b->items[i].dir);
+        free(b->items[i].key);
+    }
+    free(b->items);
+}
+
+/* Room in the listing cache for one more guess, after dropping what has
+ * expired: a guess never evicts anything (m->lock held). */
+static bool room_for_guess(struct meta *m)
+{
+    if (strmap_count(m->listings) + 1 < m->cfg.max_entries)
+        return true;
+    int64_t now = clock_now_ms();
+    strmap_sweep(m->listings, listing_expired, &now);
+    return strmap_count(m->listings) + 1 < m->cfg.max_entries;
+}
+
+/* Caches a batch's directories, but none the cache holds fresh already.
+ * Returns why the job must end (the cache is full), or NULL. m->lock held. */
+static const char *tree_keep(struct meta *m, struct tree_job *t, const struct tree_batch *b)
+{
+    int64_t now = clock_now_ms();
+    for (size_t i = 0; i < b->count; i++) {
+        const struct tree_done *it = &b->items[i];
+        if (!it->dir || listing_fresh(m, it->key, now))
+            continue;
+        if (!room_for_guess(m)) {
+            m->counters.list_prefetch_dropped += b->count - i;
+            return "the listing cache is full";
+        }
+        listing_put(m, it->key, it->dir, true, now);
+        struct listing_slot *s = strmap_get(m->listings, it->key);
+        if (s && s->dir == it->dir) {
+            s->tree_id = t->id;
+            t->unused++;
+            m->counters.list_prefetched++;
+        }
+    }
+    return NULL;
+}
+
+static bool cached_by(void *v, void *id)
+{
+    return ((struct listing_slot *)v)->tree_id == *(uint64_t *)id;
+}
+
+/* Why t must end now, or NULL (m->lock held). */
+static const char *tree_stop_reason(const struct meta *m, const struct tree_job *t)
+{
+    if (m->stopping)
+        return "unmounting";
+    if (t->epoch != m->epoch)
+        return "invalidated meanwhile";
+    return NULL;
+}
+
+static void *tree_main(void *arg)
+{
+    struct tree_job *t = arg;
+    struct meta *m = t->m;
+    char *token = NULL;
+    const char *why = NULL;
+    unsigned pages = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        /* far enough ahead of the walk: wait for it to use something */
+        while (!(why = tree_stop_reason(m, t)) && t->waiters == 0 &&
+               (t->pages_ahead >= TREE_AHEAD_PAGES || t->unused >= TREE_AHEAD_DIRS)) {
+            int64_t until = t->used_ms + WALK_WINDOW_MS;
+            if (clock_now_ms() >= until) {
+                why = "the walk used none of it for a while";
+                break;
+            }
+            clock_cond_wait_until(&m->tree_wake, &m->lock, until);
+        }
+        if (why)
+            break;
+        m->counters.list_calls++;
+        m->counters.tree_pages++;
+        pages++;
+        pthread_mutex_unlock(&m->lock);
+        struct store_listing page = {0};
+        rc = store_list_tree_page(m->store, t->root, t->after, &token, &page);
+        pthread_mutex_lock(&m->lock);
+        if (rc < 0 || (why = tree_stop_reason(m, t))) {
+            store_listing_free(&page);
+            break;
+        }
+        struct tree_batch b = {.m = m, .job = t};
+        rc = tree_build_feed(t->build, &page, tree_collect, &b);
+        if (rc == 0 && !token)
+            rc = tree_build_finish(t->build, tree_collect, &b);
+        store_listing_free(&page);
+        t->building++;
+        pthread_mutex_unlock(&m->lock);
+        tree_batch_build(m, &b);
+        pthread_mutex_lock(&m->lock);
+        t->building--;
+        if (rc == 0 && !(why = tree_stop_reason(m, t)))
+            why = tree_keep(m, t, &b);
+        t->pages_ahead++;
+        tree_batch_free(&b);
+        pthread_cond_broadcast(&m->listed);
+        if (rc < 0 || why || !token)
+            break;
+    }
+    if (rc == -EPROTO) {
+        /* what it cached may miss names that came later */
+        log_warn("listing the tree below /%s: the server sends keys out of order; what it "
+                 "cached is dropped, and walks list directory by directory from now on",
+                 t->root);
+        m->counters.list_prefetch_dropped += strmap_sweep(m->listings, cached_by, &t->id);
+        m->tree_off = true;
+    } else if (rc < 0) {
+        log_warn("listing the tree below /%s: %s; walks there list directory by directory",
+                 t->root, strerror(-rc));
+    } else {
+        log_debug("listing the tree below /%s past %s: %u pages, %s", t->root, t->after, pages,
+                  why ? why : "complete");
+    }
+    t->ended = true;
+    pthread_cond_broadcast(&m->listed);
+    pthread_mutex_unlock(&m->lock);
+    free(token);
+    return NULL;
+}
+
+/* Starts a subtree listing of parent past base, in place of the one that
+ * ended. Returns false when it cannot (m->lock held). */
+static bool tree_start(struct meta *m, const char *parent, const char *base, int64_t now)
+{
+    struct tree_job *old = m->tree, *t = calloc(1, sizeof(*t));
+    if (!t || !(t->root = strdup(parent)) || !(t->after = strdup(base)) ||
+        tree_build_new(base, &t->build) < 0) {
+        tree_job_free(t);
+        return false;
+    }
+    if (old) {
+        /* it has ended, and its thread let go of the lock for good */
+        pthread_join(old->thread, NULL);
+        tree_job_free(old);
+        m->tree = NULL;
+    }
+    t->m = m;
+    t->id = ++m->tree_ids;
+    t->epoch = m->epoch;
+    t->used_ms = now;
+    int rc = pthread_create(&t->thread, NULL, tree_main, t);
+    if (rc != 0) {
+        log_error("cannot start a listing thread: %s", strerror(rc));
+        tree_job_free(t);
+        return false;
+    }
+    m->tree = t;
+    m->counters.tree_listings++;
+    return true;
+}
+
+/* Whether a walk stepping into key (listing d) has somewhere to go that
+ * the cache does not hold: one of d's subdirectories, or one of the next
+ * few subdirectories of its parent (m->lock held). */
+static bool tree_worth(struct meta *m, const char *key, const char *parent, const char *base,
+                       const struct meta_dir *d, int64_t now)
+{
+    char sub[LIST_KEY_MAX + 1];
+    const struct listing_slot *p = listing_fresh(m, parent, now);
+    const struct meta_dir_entry *self = p ? dir_find(p->dir, base) : NULL;
+    size_t from = self ? (size_t)(self - p->dir->entries) + 1 : 0;
+    size_t looked = 0, limit = (size_t)m->cfg.list_parallel * LIST_SCAN_PER_STEP;
+    for (int pass = 0; pass < 2; pass++) {
+        const struct meta_dir *in = pass ? (p ? p->dir : NULL) : d;
+        const char *dir = pass ? parent : key;
+        for (size_t i = pass ? from : 0; in && i < in->count && looked < limit; i++) {
+            if (!in->entries[i].attr.is_dir)
+                continue;
+            looked++;
+            int n = snprintf(sub, sizeof(sub), "%s%s%s", dir, dir[0] ? "/" : "",
+                             in->entries[i].name);
+            if (n > 0 && (size_t)n < sizeof(sub) && !listing_fresh(m, sub, now))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* A step of a walk into key, when subtrees are listed. Returns true when
+ * the step is taken care of: a subtree listing covers it (running or just
+ * started), or there is nothing left to list. m->lock held. */
+static bool tree_step(struct meta *m, const char *key, const char *parent, const char *base,
+                      const struct meta_dir *d, int64_t now)
+{
+    struct tree_job *t = m->tree;
+    if (t && !t->ended) {
+        const char *rel = tree_rel(t, key);
+        return rel && tree_build_in_scope(t->build, rel);
+    }
+    if (t && t->waiters > 0)
+        return false;
+    if (!tree_worth(m, key, parent, base, d, now))
+        return true;
+    return tree_start(m, parent, base, now);
+}
+
+/* An opendir of key (m->lock held): when the subtree listing will bring
+ * it, waits for that, TREE_WAIT_MS at most. */
+static void tree_wait(struct meta *m, const char *key)
+{
+    struct tree_job *t = m->tree;
+    const char *rel = t && !t->ended ? tree_rel(t, key) : NULL;
+    if (!rel)
+        return;
+    int64_t now = clock_now_ms(), until = now + TREE_WAIT_MS;
+    bool waited = false;
+    while (!t->ended && now < until && !listing_fresh(m, key, now) &&
+           (t->building || tree_build_pending(t->build, rel))) {
+        if (!waited) {
+            waited = true;
+            t->waiters++;
+            m->counters.list_prefetch_waits++;
+            pthread_cond_broadcast(&m->tree_wake); /* a paused job goes on */
+        }
+        clock_cond_wait_until(&m->listed, &m->lock, until);
+        now = clock_now_ms();
+    }
+    if (waited)
+        t->waiters--;
+}
+
+/* An opendir used listing s (m->lock held): the walk is at the subtree
+ * listing that cached it, which goes on. */
+static void tree_used(struct meta *m, const struct listing_slot *s, int64_t now)
+{
+    struct tree_job *t = m->tree;
+    if (!t || !s->tree_id || s->tree_id != t->id)
+        return;
+    if (t->unused > 0)
+        t->unused--;
+    t->pages_ahead = 0;
+    t->used_ms = now;
+    pthread_cond_broadcast(&m->tree_wake);
+}
+
 /* One step of a walk into key (listing d): the walk goes on into d's
  * subdirectories, then into key's later siblings, if the walk came through
  * the parent (the directory a walk starts in may have siblings it never
@@ -527,6 +912,9 @@ static void walk_step(struct meta *m, const char *key, const char *parent, const
     struct listing_slot *s = strmap_get(m->listings, key);
     if (s)
         s->walked = true;
+    if (m->cfg.list_tree && !m->tree_off && store_can_list_tree(m->store) &&
+        tree_step(m, key, parent, base, d, now))
+        return;
     bool go = schedule_dirs(m, key, d, 0, now, &budget, &tail);
     const struct listing_slot *p = key[0] ? listing_fresh(m, parent, now) : NULL;
     const struct meta_dir_entry *self = p && p->walked ? dir_find(p->dir, base) : NULL;
@@ -657,6 +1045,7 @@ static void *lister_main(void *arg)
 static int listing_lookup(struct meta *m, const char *key, const char *parent, const char *base,
                           struct meta_dir **out)
 {
+    tree_wait(m, key);
     struct list_job *j = strmap_get(m->jobs, key);
     if (j && j->queued) {
         job_unqueue(m, j);
@@ -679,6 +1068,7 @@ static int listing_lookup(struct meta *m, const char *key, const char *parent, c
         /* the walk came where it was expected: it goes on */
         s->ahead = false;
         m->counters.list_prefetch_hits++;
+        tree_used(m, s, now);
         walk_step(m, key, parent, base, s->dir, now);
     }
     listing_touch(m, key, parent, now);

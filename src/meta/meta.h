@@ -24,7 +24,20 @@
  * guess never evicts anything); a background failure is dropped, never
  * cached; an opendir of a directory being listed waits for that listing
  * instead of asking again. Threads start with the first listing ahead and
- * end in meta_free. */
+ * end in meta_free.
+ *
+ * Listing whole subtrees (list_tree, with list_parallel, on a store that
+ * can): a step of a walk into directory a/b starts, in place of listings
+ * directory by directory, one flat listing of a's subtree from b on (keys
+ * in order, list_page_size a page, no delimiter: ten times fewer requests
+ * on trees of small directories), which fills the listing cache with each
+ * directory as soon as a page completes it (meta/tree.h). One such listing
+ * at a time, on a thread of its own. An opendir of a directory it will
+ * bring waits for it, at most TREE_WAIT_MS, then lists on its own. It
+ * pauses when it is far ahead of the walk (pages or directories not yet
+ * used), ends when the walk has used nothing of it for a while, when
+ * something is invalidated, when the cache is full, or on a failure
+ * (dropped, never cached: the walk's opendirs then list for themselves). */
 #ifndef ZIPPERFS_META_H
 #define ZIPPERFS_META_H
 
@@ -40,6 +53,7 @@ struct meta_config {
     int64_t negative_ttl_ms;
     size_t max_entries;
     unsigned list_parallel; /* background listings at once; 0: none (the default here) */
+    bool list_tree;         /* a walk lists whole subtrees where the store can (off here) */
     const char *hidden_root_name; /* a root child never shown (the control dir), or NULL */
 };
 
@@ -71,6 +85,8 @@ struct meta_stats {
     uint64_t list_prefetch_hits;  /* opendirs answered by one of them (first use) */
     uint64_t list_prefetch_waits; /* opendirs that waited for the same listing in flight */
     uint64_t list_prefetch_dropped; /* failed, stale, or no room: not cached */
+    uint64_t tree_listings;       /* subtree listings started */
+    uint64_t tree_pages;          /* their pages (counted in list_calls too) */
 };
 
 /* The most background listings at once */

@@ -149,16 +149,20 @@ int tree_build_finish(struct tree_build *b, tree_done_fn done, void *arg)
     return 0;
 }
 
+bool tree_build_in_scope(const struct tree_build *b, const char *dir)
+{
+    if (!b->after)
+        return true;
+    /* wholly before after (every "dir/..." sorts before it), or holding it */
+    size_t len = strlen(dir);
+    int c = strncmp(b->after, dir, len);
+    return !(c > 0 || (c == 0 && (unsigned char)b->after[len] >= '/'));
+}
+
 bool tree_build_pending(const struct tree_build *b, const char *dir)
 {
-    size_t len = strlen(dir);
-    if (b->after) {
-        /* wholly before after (every "dir/..." sorts before it), or
-         * holding it */
-        int c = strncmp(b->after, dir, len);
-        if (c > 0 || (c == 0 && (unsigned char)b->after[len] >= '/'))
-            return false;
-    }
+    if (!tree_build_in_scope(b, dir))
+        return false;
     if (!strmap_get(b->seen, dir))
         return true;
     for (size_t i = 0; i < b->depth; i++)

@@ -44,6 +44,10 @@ int tree_build_feed(struct tree_build *b, const struct store_listing *page, tree
 /* The listing ended: completes every directory still open. */
 int tree_build_finish(struct tree_build *b, tree_done_fn done, void *arg);
 
+/* Whether directory dir (relative, "a/b") is in this listing's scope:
+ * neither wholly before `after` nor holding it. */
+bool tree_build_in_scope(const struct tree_build *b, const char *dir);
+
 /* Whether directory dir (relative, "a/b") may still be handed over by this
  * listing: it is neither wholly before `after` nor holding it, and it was
  * not completed yet. */

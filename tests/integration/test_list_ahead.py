@@ -1,10 +1,14 @@
-"""Listing ahead of a walk (list_parallel): `find` and `ls -lR` over a tree
-show exactly what they show without it, the walk's directories are listed
-once each, and the stats say the listings made ahead were used. Against
-both the S3-compatible server and the GCS emulator."""
+"""Listing ahead of a walk (list_parallel), directory by directory
+(list_tree=0) or as whole subtrees (list_tree=1, the default): `find` and
+`ls -lR` over a tree show exactly what they show without it, the walk's
+directories are listed once each (or come from the subtree's pages), the
+stats say the listings made ahead were used, and a walk that stops early
+leaves the subtree listing a few pages in. Against both the S3-compatible
+server and the GCS emulator."""
 
 import os
 import re
+import time
 
 import harness
 from gcs_common import GcsTestCase
@@ -51,21 +55,62 @@ class ListAheadMixin:
     def test_walks_identical_and_listed_ahead(self):
         self.seed()
         found0, listed0, st0 = self.walk_outputs(["list_parallel=0"])
-        found4, listed4, st4 = self.walk_outputs(["list_parallel=4"])
-        self.assertEqual(found4, found0)
-        self.assertEqual(listed4, listed0)
         self.assertEqual(len([l for l in found0.splitlines() if l.startswith("f ")]), len(TREE))
         dirs = 1 + 5 + 5 * 4
         # without: one listing per directory, nothing ahead
         self.assertEqual(st0["list_requests"], dirs)
         self.assertEqual(st0["listings_prefetched"], 0)
         self.assertEqual(st0["prefetched_listing_hits"], 0)
-        # with: never more listings than the walk needs, and those made
-        # ahead were used
-        self.assertEqual(st4["list_requests"], dirs)
-        self.assertGreater(st4["listings_prefetched"], 0)
-        self.assertGreater(st4["prefetched_listing_hits"] + st4["listing_waits"], 0)
-        self.assertEqual(st4["prefetched_listings_dropped"], 0)
+
+        # directory by directory: never more listings than the walk needs,
+        # and those made ahead were used
+        found, listed, st = self.walk_outputs(["list_parallel=4", "list_tree=0"])
+        self.assertEqual(found, found0)
+        self.assertEqual(listed, listed0)
+        self.assertEqual(st["list_requests"], dirs)
+        self.assertGreater(st["listings_prefetched"], 0)
+        self.assertGreater(st["prefetched_listing_hits"] + st["listing_waits"], 0)
+        self.assertEqual(st["prefetched_listings_dropped"], 0)
+        self.assertEqual(st["tree_listings"], 0)
+
+        # whole subtrees: find lists the root and d0 (its first step, which
+        # starts the listing of the root's subtree past d0); every other
+        # directory comes from that listing's pages, and is used
+        for page, pages in ((1000, 1), (5, 14)):
+            found, listed, st = self.walk_outputs(["list_parallel=4",
+                                                   "list_page_size=%d" % page])
+            self.assertEqual(found, found0)
+            self.assertEqual(listed, listed0)
+            self.assertEqual(st["tree_listings"], 1)
+            # the 66 keys past "d0" (top.txt and d0/... to d4/...)
+            self.assertEqual(st["tree_pages"], pages)
+            self.assertEqual(st["list_requests"], 2 + pages)
+            self.assertEqual(st["listings_prefetched"], dirs - 2)
+            self.assertEqual(st["prefetched_listing_hits"], dirs - 2)
+            self.assertEqual(st["prefetched_listings_dropped"], 0)
+
+    def test_false_walk_lists_a_few_pages(self):
+        """ls of the top, then of d0, looks like the start of a walk; the
+        subtree listing it starts stops 8 pages in when nothing of it is
+        used, and goes on when the walk does."""
+        self.seed()
+        m = self.mount("%s://%s" % (self.scheme, self.bucket), ["list_page_size=1"])
+        self.run_ok(["ls", m.mnt])
+        self.run_ok(["ls", m.path("d0")])
+        pages, since = -1, time.monotonic()
+        deadline = since + 30
+        while time.monotonic() < deadline and time.monotonic() - since < 1.5:
+            now = self.stats(m)["tree_pages"]
+            if now != pages:
+                pages, since = now, time.monotonic()
+            time.sleep(0.1)
+        self.assertEqual(pages, 8)
+        found = self.run_ok(["find", ".", "-printf", "%y %P\\n"], cwd=m.mnt, env=C_ENV)
+        self.assertEqual(len([l for l in found.splitlines() if l.startswith("f ")]), len(TREE))
+        st = self.stats(m)
+        self.assertEqual(st["tree_listings"], 1)
+        self.assertEqual(st["list_requests"], 2 + st["tree_pages"])
+        self.assertEqual(st["prefetched_listings_dropped"], 0)
 
     def test_default_lists_ahead(self):
         self.seed()

@@ -335,6 +335,12 @@ struct fake_store {
     char gate_key[64];
     bool gate_open, gate_entered;
     pthread_cond_t gate;
+    /* subtree listings (fake_tree_ops): keys a page, pages asked, a
+     * -errno they all fail with, keys sent by their last component (out
+     * of order) */
+    size_t tree_page;
+    int tree_calls, tree_fail;
+    bool tree_scramble;
 };
 
 static struct fake_store *fake(struct store *s)
@@ -441,6 +447,85 @@ static const struct store_ops fake_ops = {
     .destroy = fake_destroy,
 };
 
+static const char *last_component(const char *key)
+{
+    const char *slash = strrchr(key, '/');
+    return slash ? slash + 1 : key;
+}
+
+static int tree_key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int scrambled_cmp(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    int c = strcmp(last_component(x), last_component(y));
+    return c ? c : strcmp(x, y);
+}
+
+/* Keys below dir in byte order (or scrambled), past after; the token is
+ * the index of the page's first key among them (after is passed again
+ * with every page). */
+static int fake_list_tree_page(struct store *s, const char *dir, const char *after, char **token,
+                               struct store_listing *out)
+{
+    struct fake_store *f = fake(s);
+    const char *keys[FAKE_MAX];
+    size_t n = 0, from = 0;
+    char prefix[80];
+    int rc = 0;
+
+    __atomic_add_fetch(&f->tree_calls, 1, __ATOMIC_RELAXED);
+    if (f->list_delay_ms > 0) {
+        struct timespec delay = {0, f->list_delay_ms * 1000000L};
+        nanosleep(&delay, NULL);
+    }
+    pthread_mutex_lock(&f->lock);
+    snprintf(prefix, sizeof(prefix), "%s%s", dir, dir[0] ? "/" : "");
+    size_t plen = strlen(prefix);
+    for (size_t i = 0; i < f->n; i++) {
+        const char *name = f->objs[i].name;
+        if (strncmp(name, prefix, plen) == 0 && name[plen] &&
+            (!after || strcmp(name + plen, after) > 0))
+            keys[n++] = name;
+    }
+    qsort(keys, n, sizeof(*keys), f->tree_scramble ? scrambled_cmp : tree_key_cmp);
+    if (*token)
+        from = (size_t)atoi(*token);
+    free(*token);
+    *token = NULL;
+    rc = f->tree_fail;
+    size_t end = from + (f->tree_page ? f->tree_page : 1000);
+    for (size_t i = from; rc == 0 && i < n && i < end; i++) {
+        size_t k = 0;
+        while (strcmp(f->objs[k].name, keys[i]) != 0)
+            k++;
+        struct store_attr a = {.size = f->objs[k].size, .generation = f->objs[k].gen};
+        rc = store_listing_add(out, keys[i] + plen, strlen(keys[i] + plen), false, &a);
+    }
+    if (rc == 0 && end < n && asprintf(token, "%zu", end) < 0)
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&f->lock);
+    if (rc < 0) {
+        store_listing_free(out);
+        free(*token);
+        *token = NULL;
+    }
+    return rc;
+}
+
+static const struct store_ops fake_tree_ops = {
+    .name = "fake",
+    .list_dir = fake_list_dir,
+    .list_tree_page = fake_list_tree_page,
+    .stat_object = fake_stat_object,
+    .prefix_exists = fake_prefix_exists,
+    .read = fake_read,
+    .destroy = fake_destroy,
+};
+
 static void fake_init(struct fake_store *f)
 {
     memset(f, 0, sizeof(*f));
@@ -522,7 +607,7 @@ static int calls(struct fake_store *f)
 
 static void reset_calls(struct fake_store *f)
 {
-    f->list_calls = f->stat_calls = f->prefix_calls = f->read_calls = 0;
+    f->list_calls = f->stat_calls = f->prefix_calls = f->read_calls = f->tree_calls = 0;
     pthread_mutex_lock(&f->lock);
     f->nlisted = 0;
     memset(f->listed_count, 0, sizeof(f->listed_count));
@@ -1454,6 +1539,172 @@ static void test_free_stops_listing_ahead(void **state)
     assert_true(list_calls(&fx->store) <= 2 + 4);
 }
 
+/* ---- listing whole subtrees ------------------------------------------- */
+
+static int tree_calls(struct fake_store *f)
+{
+    return __atomic_load_n(&f->tree_calls, __ATOMIC_RELAXED);
+}
+
+/* The fixture's meta, listing subtrees on a walk */
+static struct meta *tree_meta(struct fixture *fx, size_t page)
+{
+    fx->store.base.ops = &fake_tree_ops;
+    fx->store.tree_page = page;
+    fx->cfg.list_parallel = 2;
+    fx->cfg.list_tree = true;
+    return fx_meta(fx);
+}
+
+/* Waits (5 s at most) until the stats satisfy done */
+static void wait_stats(struct meta *m, bool (*done)(const struct meta_stats *, uint64_t),
+                       uint64_t n)
+{
+    struct meta_stats st;
+    for (int i = 0; i < 5000; i++) {
+        meta_get_stats(m, &st);
+        if (done(&st, n))
+            return;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    fail_msg("the stats never got there: %llu pages, %llu kept, %llu dropped",
+             (unsigned long long)st.tree_pages, (unsigned long long)st.list_prefetched,
+             (unsigned long long)st.list_prefetch_dropped);
+}
+
+static bool dropped_at_least(const struct meta_stats *st, uint64_t n)
+{
+    return st->list_prefetch_dropped >= n;
+}
+
+static void test_tree_walk_same_fewer_requests(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    char *expected = walk_text(fx_meta(fx), "");
+    int dirs = list_calls(&fx->store);
+
+    /* three keys a page: the walk meets pages not yet there, and waits */
+    struct meta *m = tree_meta(fx, 3);
+    fx->store.list_delay_ms = 5;
+    char *got = walk_text(m, "");
+    assert_string_equal(got, expected);
+    /* the root and "both" (the first step, which starts the listing of the
+     * root's subtree past it) are listed alone; every other directory
+     * comes from the subtree's pages */
+    assert_int_equal(list_calls(&fx->store), 2);
+    assert_int_equal(listed(&fx->store, ""), 1);
+    assert_int_equal(listed(&fx->store, "both"), 1);
+    assert_int_equal(listed(&fx->store, "w/a3/s2"), 0);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_int_equal(st.tree_listings, 1);
+    assert_int_equal(st.tree_pages, (uint64_t)tree_calls(&fx->store));
+    assert_int_equal(st.list_calls, 2 + st.tree_pages);
+    /* every directory but those two was cached from the pages and used */
+    assert_int_equal(st.list_prefetched, (uint64_t)dirs - 2);
+    assert_int_equal(st.list_prefetch_hits, (uint64_t)dirs - 2);
+    assert_int_equal(st.list_prefetch_dropped, 0);
+    /* keys past "both": 12 under w, w/top, d's 4, marker/, top.txt */
+    assert_int_equal(st.tree_pages, 7);
+
+    /* a second walk is all cache */
+    reset_calls(&fx->store);
+    char *again = walk_text(m, "");
+    assert_string_equal(again, expected);
+    assert_int_equal(calls(&fx->store) + tree_calls(&fx->store), 0);
+    free(again);
+    free(got);
+    free(expected);
+}
+
+static void test_tree_out_of_order_dropped(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    char *expected = walk_text(fx_meta(fx), "");
+
+    /* keys by their last component: w/a0/s0/f and w/a1/s0/f come before
+     * w/a0/s1/f, so w/a0 comes again once w/a1 began */
+    fx->store.tree_scramble = true;
+    struct meta *m = tree_meta(fx, 2);
+    open_ok(m, "", 5);
+    open_ok(m, "both", 1); /* the step */
+    /* what the pages before the disorder cached is dropped again */
+    wait_stats(m, dropped_at_least, 1);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_true(st.list_prefetched > 0);
+    assert_int_equal(st.list_prefetch_dropped, st.list_prefetched);
+    /* and the walk lists for itself, right: no subtree listing again on
+     * this server */
+    char *got = walk_text(m, "");
+    assert_string_equal(got, expected);
+    assert_int_equal(listed(&fx->store, "w/a0"), 1);
+    meta_get_stats(m, &st);
+    assert_int_equal(st.tree_listings, 1);
+    free(got);
+    free(expected);
+}
+
+static void test_tree_failure_falls_back(void **state)
+{
+    struct fixture *fx = *state;
+    put_walk_tree(&fx->store);
+    char *expected = walk_text(fx_meta(fx), "");
+    int dirs = list_calls(&fx->store);
+
+    fx->store.tree_fail = -EIO;
+    struct meta *m = tree_meta(fx, 4);
+    char *got = walk_text(m, "");
+    assert_string_equal(got, expected);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_true(st.tree_pages >= 1);
+    assert_int_equal(st.list_prefetched + list_calls(&fx->store), dirs);
+    free(got);
+    free(expected);
+}
+
+static bool pages_at_least(const struct meta_stats *st, uint64_t n)
+{
+    return st->tree_pages >= n;
+}
+
+static void test_tree_pauses_ahead_of_walk(void **state)
+{
+    struct fixture *fx = *state;
+    char key[64];
+    for (int i = 0; i < 60; i++) {
+        snprintf(key, sizeof(key), "p/d%02d/f", i);
+        fake_put(&fx->store, key, 1);
+    }
+    struct meta *m = tree_meta(fx, 1);
+    fx->store.list_delay_ms = 10;
+    open_ok(m, "", 5);
+    open_ok(m, "p", 60);    /* the step: the root's subtree past p */
+    open_ok(m, "p/d00", 1); /* waits for the second page, which completes it */
+    /* nothing more of it used: it goes 8 pages further, then stops (9 if
+     * the use came after the third page was counted) */
+    wait_stats(m, pages_at_least, 10);
+    settle();
+    settle();
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_in_range(st.tree_pages, 10, 11);
+    assert_int_equal(tree_calls(&fx->store), st.tree_pages);
+    /* the walk goes on: it resumes, and the walk lists nothing itself */
+    for (int i = 1; i < 60; i++) {
+        snprintf(key, sizeof(key), "p/d%02d", i);
+        open_ok(m, key, 1);
+    }
+    meta_get_stats(m, &st);
+    assert_int_equal(list_calls(&fx->store), 2);
+    assert_int_equal(st.list_prefetch_hits, 60);
+    assert_true(st.tree_pages >= 60);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR); /* the skipped names are logged as warnings */
@@ -1492,6 +1743,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invalidated_while_listing_ahead, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ahead_respects_ttl, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_free_stops_listing_ahead, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_walk_same_fewer_requests, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_out_of_order_dropped, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_failure_falls_back, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_pauses_ahead_of_walk, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
