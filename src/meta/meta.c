@@ -22,9 +22,14 @@
 #define LIST_SCAN_PER_STEP 16
 /* Keys longer than this are never listed ahead */
 #define LIST_KEY_MAX 4096
-/* An opendir waits this long at most for a subtree listing to bring its
- * directory, then lists it itself */
-#define TREE_WAIT_MS 2000
+/* An opendir waits for a subtree listing to bring its directory while
+ * this many pages come, at most this long; then it lists the directory
+ * itself (the listing may have far to go: a walk that skips subtrees, or
+ * a directory whose subtree spans many pages) */
+#define TREE_WAIT_PAGES 2
+#define TREE_WAIT_MS 5000
+/* After a subtree listing failed, walks list directory by directory this long */
+#define TREE_RETRY_MS 60000
 /* A subtree listing pauses when this many pages have come since the walk
  * last used one of its directories, or this many of its directories wait
  * unused; it ends once paused WALK_WINDOW_MS without use */
@@ -59,6 +64,7 @@ struct tree_job {
     unsigned building; /* pages of directories being built outside the lock */
     size_t unused;     /* directories cached and not opened since */
     unsigned pages_ahead; /* pages since the walk last used one of them */
+    uint64_t pages;       /* pages cached so far */
     int64_t used_ms;   /* when it last did (or the job started) */
     pthread_t thread;
     struct meta *m;
@@ -94,6 +100,7 @@ struct meta {
     struct tree_job *tree;   /* the subtree listing, running or ended, or NULL */
     uint64_t tree_ids;
     bool tree_off;           /* the server's order cannot be relied on */
+    int64_t tree_retry_ms;   /* no subtree listing before then (one failed) */
     pthread_cond_t tree_wake; /* the walk used the subtree listing, or waits for it */
 };
 
@@ -715,6 +722,7 @@ static void *tree_main(void *arg)
     char *token = NULL;
     const char *why = NULL;
     unsigned pages = 0;
+    bool disorder = false;
     int rc = 0;
 
     pthread_mutex_lock(&m->lock);
@@ -747,20 +755,24 @@ static void *tree_main(void *arg)
         if (rc == 0 && !token)
             rc = tree_build_finish(t->build, tree_collect, &b);
         store_listing_free(&page);
-        t->building++;
-        pthread_mutex_unlock(&m->lock);
-        tree_batch_build(m, &b);
-        pthread_mutex_lock(&m->lock);
-        t->building--;
-        if (rc == 0 && !(why = tree_stop_reason(m, t)))
-            why = tree_keep(m, t, &b);
+        disorder = rc == -EPROTO;
+        if (rc == 0) {
+            t->building++;
+            pthread_mutex_unlock(&m->lock);
+            tree_batch_build(m, &b);
+            pthread_mutex_lock(&m->lock);
+            t->building--;
+            if (!(why = tree_stop_reason(m, t)))
+                why = tree_keep(m, t, &b);
+        }
         t->pages_ahead++;
+        t->pages++;
         tree_batch_free(&b);
         pthread_cond_broadcast(&m->listed);
         if (rc < 0 || why || !token)
             break;
     }
-    if (rc == -EPROTO) {
+    if (disorder) {
         /* what it cached may miss names that came later */
         log_warn("listing the tree below /%s: the server sends keys out of order; what it "
                  "cached is dropped, and walks list directory by directory from now on",
@@ -768,8 +780,9 @@ static void *tree_main(void *arg)
         m->counters.list_prefetch_dropped += strmap_sweep(m->listings, cached_by, &t->id);
         m->tree_off = true;
     } else if (rc < 0) {
-        log_warn("listing the tree below /%s: %s; walks there list directory by directory",
-                 t->root, strerror(-rc));
+        log_warn("listing the tree below /%s: %s; walks list directory by directory for %d s",
+                 t->root, strerror(-rc), TREE_RETRY_MS / 1000);
+        m->tree_retry_ms = clock_now_ms() + TREE_RETRY_MS;
     } else {
         log_debug("listing the tree below /%s past %s: %u pages, %s", t->root, t->after, pages,
                   why ? why : "complete");
@@ -848,9 +861,9 @@ static bool tree_step(struct meta *m, const char *key, const char *parent, const
     struct tree_job *t = m->tree;
     if (t && !t->ended) {
         const char *rel = tree_rel(t, key);
-        return rel && tree_build_in_scope(t->build, rel);
+        return t->epoch == m->epoch && rel && tree_build_in_scope(t->build, rel);
     }
-    if (t && t->waiters > 0)
+    if ((t && t->waiters > 0) || now < m->tree_retry_ms)
         return false;
     if (!tree_worth(m, key, parent, base, d, now))
         return true;
@@ -858,7 +871,7 @@ static bool tree_step(struct meta *m, const char *key, const char *parent, const
 }
 
 /* An opendir of key (m->lock held): when the subtree listing will bring
- * it, waits for that, TREE_WAIT_MS at most. */
+ * it, waits for that, TREE_WAIT_PAGES pages or TREE_WAIT_MS at most. */
 static void tree_wait(struct meta *m, const char *key)
 {
     struct tree_job *t = m->tree;
@@ -866,8 +879,10 @@ static void tree_wait(struct meta *m, const char *key)
     if (!rel)
         return;
     int64_t now = clock_now_ms(), until = now + TREE_WAIT_MS;
+    uint64_t pages = t->pages;
     bool waited = false;
-    while (!t->ended && now < until && !listing_fresh(m, key, now) &&
+    while (!t->ended && t->epoch == m->epoch && now < until &&
+           t->pages - pages < TREE_WAIT_PAGES && !listing_fresh(m, key, now) &&
            (t->building || tree_build_pending(t->build, rel))) {
         if (!waited) {
             waited = true;
@@ -1122,6 +1137,8 @@ void meta_invalidate(struct meta *m, const char *key)
     strmap_remove(m->stats, key);
     strmap_remove(m->listings, parent);
     m->epoch++; /* what is being listed now may predate the change */
+    pthread_cond_broadcast(&m->tree_wake); /* a subtree listing ends */
+    pthread_cond_broadcast(&m->listed);    /* and nobody waits for it */
     pthread_mutex_unlock(&m->lock);
     free(parent);
 }

@@ -33,11 +33,13 @@
  * on trees of small directories), which fills the listing cache with each
  * directory as soon as a page completes it (meta/tree.h). One such listing
  * at a time, on a thread of its own. An opendir of a directory it will
- * bring waits for it, at most TREE_WAIT_MS, then lists on its own. It
- * pauses when it is far ahead of the walk (pages or directories not yet
- * used), ends when the walk has used nothing of it for a while, when
- * something is invalidated, when the cache is full, or on a failure
- * (dropped, never cached: the walk's opendirs then list for themselves). */
+ * bring waits for it while two more pages come (a few seconds at most),
+ * then lists on its own. It pauses when it is far ahead of the walk (pages
+ * or directories not yet used), ends when the walk has used nothing of it
+ * for a while, when something is invalidated, when the cache is full, or
+ * on a failure (dropped, never cached: walks then list directory by
+ * directory for a minute; for the mount's life if the server's keys came
+ * out of order). */
 #ifndef ZIPPERFS_META_H
 #define ZIPPERFS_META_H
 

@@ -53,18 +53,18 @@ static int gcs_get_json(struct store_gcs *g, const char *url, struct dynbuf *bod
 
 /* One objects.list page below dir_prefix (full, with its slash), with or
  * without a delimiter, into out; *token in: this page's token or NULL,
- * out: the next one or NULL. after: NULL or a full name the first page
- * starts at (startOffset). */
+ * out: the next one or NULL. after: NULL or a full name the listing
+ * starts at (startOffset, sent with every page as with the first). */
 static int gcs_list_page(struct store_gcs *g, const char *dir_prefix, bool delimited,
                          const char *after, char **token, struct dynbuf *body,
                          struct store_listing *out)
 {
     char *url = NULL, *esc_prefix = http_escape(dir_prefix);
     char *esc_token = *token ? http_escape(*token) : NULL;
-    char *esc_after = after && !*token ? http_escape(after) : NULL;
+    char *esc_after = after ? http_escape(after) : NULL; /* with every page */
     int rc = -ENOMEM;
 
-    if (!esc_prefix || (*token && !esc_token) || (after && !*token && !esc_after))
+    if (!esc_prefix || (*token && !esc_token) || (after && !esc_after))
         goto out;
     if (asprintf(&url,
                  "%s/storage/v1/b/%s/o?prefix=%s%s&maxResults=%d"

@@ -1578,6 +1578,11 @@ static bool dropped_at_least(const struct meta_stats *st, uint64_t n)
     return st->list_prefetch_dropped >= n;
 }
 
+static bool pages_at_least(const struct meta_stats *st, uint64_t n)
+{
+    return st->tree_pages >= n;
+}
+
 static void test_tree_walk_same_fewer_requests(void **state)
 {
     struct fixture *fx = *state;
@@ -1591,20 +1596,22 @@ static void test_tree_walk_same_fewer_requests(void **state)
     char *got = walk_text(m, "");
     assert_string_equal(got, expected);
     /* the root and "both" (the first step, which starts the listing of the
-     * root's subtree past it) are listed alone; every other directory
-     * comes from the subtree's pages */
-    assert_int_equal(list_calls(&fx->store), 2);
+     * root's subtree past it) are listed alone, and so is w: its subtree
+     * ends five pages after the walk got there, and an opendir waits two;
+     * every other directory comes from the subtree's pages */
+    assert_int_equal(list_calls(&fx->store), 3);
     assert_int_equal(listed(&fx->store, ""), 1);
     assert_int_equal(listed(&fx->store, "both"), 1);
+    assert_int_equal(listed(&fx->store, "w"), 1);
     assert_int_equal(listed(&fx->store, "w/a3/s2"), 0);
     struct meta_stats st;
     meta_get_stats(m, &st);
     assert_int_equal(st.tree_listings, 1);
     assert_int_equal(st.tree_pages, (uint64_t)tree_calls(&fx->store));
-    assert_int_equal(st.list_calls, 2 + st.tree_pages);
-    /* every directory but those two was cached from the pages and used */
-    assert_int_equal(st.list_prefetched, (uint64_t)dirs - 2);
-    assert_int_equal(st.list_prefetch_hits, (uint64_t)dirs - 2);
+    assert_int_equal(st.list_calls, 3 + st.tree_pages);
+    /* every other directory was cached from the pages and used */
+    assert_int_equal(st.list_prefetched, (uint64_t)dirs - 3);
+    assert_int_equal(st.list_prefetch_hits, (uint64_t)dirs - 3);
     assert_int_equal(st.list_prefetch_dropped, 0);
     /* keys past "both": 12 under w, w/top, d's 4, marker/, top.txt */
     assert_int_equal(st.tree_pages, 7);
@@ -1657,19 +1664,46 @@ static void test_tree_failure_falls_back(void **state)
 
     fx->store.tree_fail = -EIO;
     struct meta *m = tree_meta(fx, 4);
+    open_ok(m, "", 5);
+    open_ok(m, "both", 1); /* the step, whose subtree listing fails */
+    wait_stats(m, pages_at_least, 1);
+    settle();
+    fx->store.list_delay_ms = 5; /* a walk as slow as a store's answers */
     char *got = walk_text(m, "");
     assert_string_equal(got, expected);
     struct meta_stats st;
     meta_get_stats(m, &st);
-    assert_true(st.tree_pages >= 1);
-    assert_int_equal(st.list_prefetched + list_calls(&fx->store), dirs);
+    /* one try, then directory by directory, ahead of the walk: each
+     * directory listed once */
+    assert_int_equal(st.tree_listings, 1);
+    assert_int_equal(st.tree_pages, 1);
+    assert_true(st.list_prefetched > 0);
+    assert_int_equal(list_calls(&fx->store), dirs);
     free(got);
     free(expected);
 }
 
-static bool pages_at_least(const struct meta_stats *st, uint64_t n)
+static void test_tree_wait_bounded(void **state)
 {
-    return st->tree_pages >= n;
+    struct fixture *fx = *state;
+    char key[64];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "g/a/x%02d/f", i);
+        fake_put(&fx->store, key, 1);
+    }
+    fake_put(&fx->store, "g/b/f", 1);
+    struct meta *m = tree_meta(fx, 2);
+    fx->store.list_delay_ms = 20;
+    open_ok(m, "", 5);
+    open_ok(m, "g", 2); /* the step: the root's subtree past g */
+    /* g/b comes after the 40 keys of g/a, 20 pages on: an opendir of it
+     * (a walk that skips g/a) waits two pages, then lists it itself */
+    open_ok(m, "g/b", 1);
+    assert_int_equal(listed(&fx->store, "g/b"), 1);
+    struct meta_stats st;
+    meta_get_stats(m, &st);
+    assert_in_range(st.tree_pages, 2, 4);
+    assert_int_equal(st.list_prefetch_waits, 1);
 }
 
 static void test_tree_pauses_ahead_of_walk(void **state)
@@ -1683,19 +1717,17 @@ static void test_tree_pauses_ahead_of_walk(void **state)
     struct meta *m = tree_meta(fx, 1);
     fx->store.list_delay_ms = 10;
     open_ok(m, "", 5);
-    open_ok(m, "p", 60);    /* the step: the root's subtree past p */
-    open_ok(m, "p/d00", 1); /* waits for the second page, which completes it */
-    /* nothing more of it used: it goes 8 pages further, then stops (9 if
-     * the use came after the third page was counted) */
-    wait_stats(m, pages_at_least, 10);
+    open_ok(m, "p", 60); /* the step: the root's subtree past p */
+    /* nothing of it used: it stops after 8 pages */
+    wait_stats(m, pages_at_least, 8);
     settle();
     settle();
     struct meta_stats st;
     meta_get_stats(m, &st);
-    assert_in_range(st.tree_pages, 10, 11);
-    assert_int_equal(tree_calls(&fx->store), st.tree_pages);
+    assert_int_equal(st.tree_pages, 8);
+    assert_int_equal(tree_calls(&fx->store), 8);
     /* the walk goes on: it resumes, and the walk lists nothing itself */
-    for (int i = 1; i < 60; i++) {
+    for (int i = 0; i < 60; i++) {
         snprintf(key, sizeof(key), "p/d%02d", i);
         open_ok(m, key, 1);
     }
@@ -1747,6 +1779,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tree_out_of_order_dropped, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tree_failure_falls_back, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tree_pauses_ahead_of_walk, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tree_wait_bounded, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
