@@ -48,6 +48,7 @@ struct listing_slot {
     int64_t used_ms;      /* the last opendir of it or of a child; 0: never */
     bool ahead;           /* listed ahead and not opened since */
     bool walked;          /* reached by a walk: listed ahead, or its opendir was a step */
+    bool child_stepped;   /* an opendir of one of its children was a step */
     uint64_t tree_id;     /* the subtree listing that cached it, or 0 */
 };
 
@@ -56,10 +57,11 @@ struct listing_slot {
 struct tree_job {
     uint64_t id;
     char *root;  /* the directory listed */
-    char *after; /* the name of root's child it starts past */
+    char *after; /* the name of root's child it starts past, or NULL */
     struct tree_build *build;
     uint64_t epoch;
     bool ended;        /* its thread is done with it */
+    bool left;         /* the walk stepped outside it: it ends */
     int waiters;       /* opendirs waiting for one of its directories */
     unsigned building; /* pages of directories being built outside the lock */
     size_t unused;     /* directories cached and not opened since */
@@ -712,6 +714,8 @@ static const char *tree_stop_reason(const struct meta *m, const struct tree_job 
         return "unmounting";
     if (t->epoch != m->epoch)
         return "invalidated meanwhile";
+    if (t->left)
+        return "the walk went elsewhere";
     return NULL;
 }
 
@@ -779,13 +783,14 @@ static void *tree_main(void *arg)
                  t->root);
         m->counters.list_prefetch_dropped += strmap_sweep(m->listings, cached_by, &t->id);
         m->tree_off = true;
-    } else if (rc < 0) {
+    } else if (rc < 0 && !m->stopping) {
         log_warn("listing the tree below /%s: %s; walks list directory by directory for %d s",
                  t->root, strerror(-rc), TREE_RETRY_MS / 1000);
         m->tree_retry_ms = clock_now_ms() + TREE_RETRY_MS;
     } else {
-        log_debug("listing the tree below /%s past %s: %u pages, %s", t->root, t->after, pages,
-                  why ? why : "complete");
+        log_debug("listing the tree below /%s past %s: %u pages, %s", t->root,
+                  t->after ? t->after : "(none)", pages,
+                  why ? why : rc < 0 ? "unmounting" : "complete");
     }
     t->ended = true;
     pthread_cond_broadcast(&m->listed);
@@ -794,13 +799,14 @@ static void *tree_main(void *arg)
     return NULL;
 }
 
-/* Starts a subtree listing of parent past base, in place of the one that
- * ended. Returns false when it cannot (m->lock held). */
-static bool tree_start(struct meta *m, const char *parent, const char *base, int64_t now)
+/* Starts a subtree listing of root (past its child after, if not NULL), in
+ * place of the one that ended. Returns false when it cannot (m->lock
+ * held). */
+static bool tree_start(struct meta *m, const char *root, const char *after, int64_t now)
 {
     struct tree_job *old = m->tree, *t = calloc(1, sizeof(*t));
-    if (!t || !(t->root = strdup(parent)) || !(t->after = strdup(base)) ||
-        tree_build_new(base, &t->build) < 0) {
+    if (!t || !(t->root = strdup(root)) || (after && !(t->after = strdup(after))) ||
+        tree_build_new(after, &t->build) < 0) {
         tree_job_free(t);
         return false;
     }
@@ -826,13 +832,13 @@ static bool tree_start(struct meta *m, const char *parent, const char *base, int
 }
 
 /* Whether a walk stepping into key (listing d) has somewhere to go that
- * the cache does not hold: one of d's subdirectories, or one of the next
- * few subdirectories of its parent (m->lock held). */
+ * the cache does not hold: one of d's subdirectories, or (siblings) one of
+ * the next few subdirectories of its parent (m->lock held). */
 static bool tree_worth(struct meta *m, const char *key, const char *parent, const char *base,
-                       const struct meta_dir *d, int64_t now)
+                       const struct meta_dir *d, bool siblings, int64_t now)
 {
     char sub[LIST_KEY_MAX + 1];
-    const struct listing_slot *p = listing_fresh(m, parent, now);
+    const struct listing_slot *p = siblings ? listing_fresh(m, parent, now) : NULL;
     const struct meta_dir_entry *self = p ? dir_find(p->dir, base) : NULL;
     size_t from = self ? (size_t)(self - p->dir->entries) + 1 : 0;
     size_t looked = 0, limit = (size_t)m->cfg.list_parallel * LIST_SCAN_PER_STEP;
@@ -854,20 +860,33 @@ static bool tree_worth(struct meta *m, const char *key, const char *parent, cons
 
 /* A step of a walk into key, when subtrees are listed. Returns true when
  * the step is taken care of: a subtree listing covers it (running or just
- * started), or there is nothing left to list. m->lock held. */
+ * started), or there is nothing left to list. The listing is of key's
+ * subtree; of its parent's past key when the walk came through the parent
+ * (the parent was reached by the walk, or this is the second of its
+ * children the walk steps into), as the walk then goes on to the parent's
+ * later children. m->lock held. */
 static bool tree_step(struct meta *m, const char *key, const char *parent, const char *base,
                       const struct meta_dir *d, int64_t now)
 {
+    struct listing_slot *p = listing_fresh(m, parent, now);
+    bool through = p && (p->walked || p->child_stepped);
+    if (p)
+        p->child_stepped = true;
     struct tree_job *t = m->tree;
     if (t && !t->ended) {
         const char *rel = tree_rel(t, key);
-        return t->epoch == m->epoch && rel && tree_build_in_scope(t->build, rel);
+        if (t->epoch == m->epoch && rel && tree_build_in_scope(t->build, rel))
+            return true;
+        /* it ends; a later step may start another */
+        t->left = true;
+        pthread_cond_broadcast(&m->tree_wake);
+        return false;
     }
     if ((t && t->waiters > 0) || now < m->tree_retry_ms)
         return false;
-    if (!tree_worth(m, key, parent, base, d, now))
+    if (!tree_worth(m, key, parent, base, d, through, now))
         return true;
-    return tree_start(m, parent, base, now);
+    return through ? tree_start(m, parent, base, now) : tree_start(m, key, NULL, now);
 }
 
 /* An opendir of key (m->lock held): when the subtree listing will bring

@@ -28,15 +28,18 @@
  *
  * Listing whole subtrees (list_tree, with list_parallel, on a store that
  * can): a step of a walk into directory a/b starts, in place of listings
- * directory by directory, one flat listing of a's subtree from b on (keys
- * in order, list_page_size a page, no delimiter: ten times fewer requests
- * on trees of small directories), which fills the listing cache with each
- * directory as soon as a page completes it (meta/tree.h). One such listing
+ * directory by directory, one flat listing of b's subtree (keys in order,
+ * list_page_size a page, no delimiter: ten times fewer requests on trees
+ * of small directories); of a's subtree from b on when the walk came
+ * through a (a was reached by the walk, or b is the second child of a the
+ * walk steps into). It fills the listing cache with each directory as
+ * soon as a page completes it (meta/tree.h). One such listing
  * at a time, on a thread of its own. An opendir of a directory it will
  * bring waits for it while two more pages come (a few seconds at most),
  * then lists on its own. It pauses when it is far ahead of the walk (pages
  * or directories not yet used), ends when the walk has used nothing of it
- * for a while, when something is invalidated, when the cache is full, or
+ * for a while, when the walk steps outside it (a later step may start
+ * another), when something is invalidated, when the cache is full, or
  * on a failure (dropped, never cached: walks then list directory by
  * directory for a minute; for the mount's life if the server's keys came
  * out of order). */
