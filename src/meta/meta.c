@@ -1,6 +1,7 @@
 #include "meta/meta.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,8 +66,8 @@ struct tree_job {
     int waiters;       /* opendirs waiting for one of its directories */
     unsigned building; /* pages of directories being built outside the lock */
     size_t unused;     /* directories cached and not opened since */
-    unsigned pages_ahead; /* pages since the walk last used one of them */
-    uint64_t pages;       /* pages cached so far */
+    uint64_t pages;       /* pages taken in so far */
+    uint64_t used_page;   /* pages when the walk last used one of its directories */
     int64_t used_ms;   /* when it last did (or the job started) */
     pthread_t thread;
     struct meta *m;
@@ -671,11 +672,11 @@ static void tree_batch_free(struct tree_batch *b)
  * expired: a guess never evicts anything (m->lock held). */
 static bool room_for_guess(struct meta *m)
 {
-    if (strmap_count(m->listings) + 1 < m->cfg.max_entries)
+    if (strmap_count(m->listings) < m->cfg.max_entries)
         return true;
     int64_t now = clock_now_ms();
     strmap_sweep(m->listings, listing_expired, &now);
-    return strmap_count(m->listings) + 1 < m->cfg.max_entries;
+    return strmap_count(m->listings) < m->cfg.max_entries;
 }
 
 /* Caches a batch's directories, but none the cache holds fresh already.
@@ -725,7 +726,6 @@ static void *tree_main(void *arg)
     struct meta *m = t->m;
     char *token = NULL;
     const char *why = NULL;
-    unsigned pages = 0;
     bool disorder = false;
     int rc = 0;
 
@@ -733,7 +733,7 @@ static void *tree_main(void *arg)
     for (;;) {
         /* far enough ahead of the walk: wait for it to use something */
         while (!(why = tree_stop_reason(m, t)) && t->waiters == 0 &&
-               (t->pages_ahead >= TREE_AHEAD_PAGES || t->unused >= TREE_AHEAD_DIRS)) {
+               (t->pages - t->used_page >= TREE_AHEAD_PAGES || t->unused >= TREE_AHEAD_DIRS)) {
             int64_t until = t->used_ms + WALK_WINDOW_MS;
             if (clock_now_ms() >= until) {
                 why = "the walk used none of it for a while";
@@ -745,7 +745,6 @@ static void *tree_main(void *arg)
             break;
         m->counters.list_calls++;
         m->counters.tree_pages++;
-        pages++;
         pthread_mutex_unlock(&m->lock);
         struct store_listing page = {0};
         rc = store_list_tree_page(m->store, t->root, t->after, &token, &page);
@@ -769,7 +768,6 @@ static void *tree_main(void *arg)
             if (!(why = tree_stop_reason(m, t)))
                 why = tree_keep(m, t, &b);
         }
-        t->pages_ahead++;
         t->pages++;
         tree_batch_free(&b);
         pthread_cond_broadcast(&m->listed);
@@ -788,8 +786,8 @@ static void *tree_main(void *arg)
                  t->root, strerror(-rc), TREE_RETRY_MS / 1000);
         m->tree_retry_ms = clock_now_ms() + TREE_RETRY_MS;
     } else {
-        log_debug("listing the tree below /%s past %s: %u pages, %s", t->root,
-                  t->after ? t->after : "(none)", pages,
+        log_debug("listing the tree below /%s past %s: %" PRIu64 " pages, %s", t->root,
+                  t->after ? t->after : "(none)", t->pages,
                   why ? why : rc < 0 ? "unmounting" : "complete");
     }
     t->ended = true;
@@ -925,7 +923,7 @@ static void tree_used(struct meta *m, const struct listing_slot *s, int64_t now)
         return;
     if (t->unused > 0)
         t->unused--;
-    t->pages_ahead = 0;
+    t->used_page = t->pages;
     t->used_ms = now;
     pthread_cond_broadcast(&m->tree_wake);
 }
@@ -1030,12 +1028,8 @@ static void lister_keep(struct meta *m, struct list_job *j, int rc, struct meta_
         why = "unmounting";
     else if (j->epoch != m->epoch)
         why = "invalidated meanwhile";
-    if (!why && strmap_count(m->listings) >= m->cfg.max_entries) {
-        int64_t now = clock_now_ms();
-        strmap_sweep(m->listings, listing_expired, &now);
-        if (strmap_count(m->listings) >= m->cfg.max_entries)
-            why = "the listing cache is full";
-    }
+    if (!why && !room_for_guess(m))
+        why = "the listing cache is full";
     if (why) {
         log_debug("listing %s ahead: dropped (%s)", j->key[0] ? j->key : "/", why);
         m->counters.list_prefetch_dropped++;

@@ -104,42 +104,26 @@ out:
     return rc;
 }
 
-static int gcs_list_dir(struct store *s, const char *dir, struct store_listing *out)
+/* Directory dir's listing below its full prefix: all pages with a
+ * delimiter (list_dir), or one page of its whole subtree past the relative
+ * name after (list_tree_page). On failure out and *token are freed. */
+static int gcs_list(struct store *st, const char *dir, bool delimited, const char *after,
+                    char **token, struct store_listing *out)
 {
-    struct store_gcs *g = to_gcs(s);
-    struct dynbuf body;
-    char *token = NULL;
-    int rc = -ENOMEM;
-
-    dynbuf_init(&body, GCS_LIST_BODY_CAP);
-    char *dir_prefix = full_name(g, dir, dir[0] ? "/" : "");
-    if (dir_prefix) {
-        do
-            rc = gcs_list_page(g, dir_prefix, true, NULL, &token, &body, out);
-        while (rc == 0 && token);
-    }
-    if (rc < 0)
-        store_listing_free(out);
-    free(token);
-    free(dir_prefix);
-    dynbuf_free(&body);
-    return rc;
-}
-
-static int gcs_list_tree_page(struct store *s, const char *dir, const char *after, char **token,
-                              struct store_listing *out)
-{
-    struct store_gcs *g = to_gcs(s);
+    struct store_gcs *g = to_gcs(st);
     struct dynbuf body;
     char *full_after = NULL;
     int rc = -ENOMEM;
 
     dynbuf_init(&body, GCS_LIST_BODY_CAP);
     char *dir_prefix = full_name(g, dir, dir[0] ? "/" : "");
-    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0))
-        rc = gcs_list_page(g, dir_prefix, false, full_after, token, &body, out);
-    else
+    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0)) {
+        do
+            rc = gcs_list_page(g, dir_prefix, delimited, full_after, token, &body, out);
+        while (rc == 0 && delimited && *token);
+    } else {
         full_after = NULL;
+    }
     if (rc < 0) {
         store_listing_free(out);
         free(*token);
@@ -149,6 +133,20 @@ static int gcs_list_tree_page(struct store *s, const char *dir, const char *afte
     free(dir_prefix);
     dynbuf_free(&body);
     return rc;
+}
+
+static int gcs_list_dir(struct store *st, const char *dir, struct store_listing *out)
+{
+    char *token = NULL;
+    int rc = gcs_list(st, dir, true, NULL, &token, out);
+    free(token);
+    return rc;
+}
+
+static int gcs_list_tree_page(struct store *st, const char *dir, const char *after,
+                              char **token, struct store_listing *out)
+{
+    return gcs_list(st, dir, false, after, token, out);
 }
 
 static int gcs_stat_object(struct store *s, const char *key, struct store_attr *out)

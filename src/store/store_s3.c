@@ -257,30 +257,11 @@ out:
     return rc;
 }
 
-static int s3_list_dir(struct store *st, const char *dir, struct store_listing *out)
-{
-    struct store_s3 *s = to_s3(st);
-    struct dynbuf body;
-    char *token = NULL;
-    int rc = -ENOMEM;
-
-    dynbuf_init(&body, S3_LIST_BODY_CAP);
-    char *dir_prefix = full_name(s, dir, dir[0] ? "/" : "");
-    if (dir_prefix) {
-        do
-            rc = s3_list_page(s, dir_prefix, true, NULL, &token, &body, out);
-        while (rc == 0 && token);
-    }
-    if (rc < 0)
-        store_listing_free(out);
-    free(token);
-    free(dir_prefix);
-    dynbuf_free(&body);
-    return rc;
-}
-
-static int s3_list_tree_page(struct store *st, const char *dir, const char *after, char **token,
-                             struct store_listing *out)
+/* Directory dir's listing below its full prefix: all pages with a
+ * delimiter (list_dir), or one page of its whole subtree past the relative
+ * name after (list_tree_page). On failure out and *token are freed. */
+static int s3_list(struct store *st, const char *dir, bool delimited, const char *after,
+                   char **token, struct store_listing *out)
 {
     struct store_s3 *s = to_s3(st);
     struct dynbuf body;
@@ -289,10 +270,13 @@ static int s3_list_tree_page(struct store *st, const char *dir, const char *afte
 
     dynbuf_init(&body, S3_LIST_BODY_CAP);
     char *dir_prefix = full_name(s, dir, dir[0] ? "/" : "");
-    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0))
-        rc = s3_list_page(s, dir_prefix, false, full_after, token, &body, out);
-    else
+    if (dir_prefix && (!after || asprintf(&full_after, "%s%s", dir_prefix, after) >= 0)) {
+        do
+            rc = s3_list_page(s, dir_prefix, delimited, full_after, token, &body, out);
+        while (rc == 0 && delimited && *token);
+    } else {
         full_after = NULL;
+    }
     if (rc < 0) {
         store_listing_free(out);
         free(*token);
@@ -302,6 +286,20 @@ static int s3_list_tree_page(struct store *st, const char *dir, const char *afte
     free(dir_prefix);
     dynbuf_free(&body);
     return rc;
+}
+
+static int s3_list_dir(struct store *st, const char *dir, struct store_listing *out)
+{
+    char *token = NULL;
+    int rc = s3_list(st, dir, true, NULL, &token, out);
+    free(token);
+    return rc;
+}
+
+static int s3_list_tree_page(struct store *st, const char *dir, const char *after,
+                             char **token, struct store_listing *out)
+{
+    return s3_list(st, dir, false, after, token, out);
 }
 
 static int s3_prefix_exists(struct store *st, const char *key)

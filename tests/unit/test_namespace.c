@@ -1202,20 +1202,32 @@ static void put_walk_tree(struct fake_store *f)
     fake_put(f, "w/top", 1);
 }
 
-/* Waits (5 s at most) until n listings ahead were kept or dropped */
-static void wait_ahead(struct meta *m, uint64_t n)
+/* Waits (5 s at most) until the stats satisfy done */
+static void wait_stats(struct meta *m, bool (*done)(const struct meta_stats *, uint64_t),
+                       uint64_t n)
 {
     struct meta_stats st;
     for (int i = 0; i < 5000; i++) {
         meta_get_stats(m, &st);
-        if (st.list_prefetched + st.list_prefetch_dropped >= n)
+        if (done(&st, n))
             return;
         struct timespec ms = {0, 1000000};
         nanosleep(&ms, NULL);
     }
-    fail_msg("listings ahead: %llu kept, %llu dropped, %llu expected",
-             (unsigned long long)st.list_prefetched,
-             (unsigned long long)st.list_prefetch_dropped, (unsigned long long)n);
+    fail_msg("the stats never got there: %llu pages, %llu kept, %llu dropped",
+             (unsigned long long)st.tree_pages, (unsigned long long)st.list_prefetched,
+             (unsigned long long)st.list_prefetch_dropped);
+}
+
+static bool kept_or_dropped_at_least(const struct meta_stats *st, uint64_t n)
+{
+    return st->list_prefetched + st->list_prefetch_dropped >= n;
+}
+
+/* Waits (5 s at most) until n listings ahead were kept or dropped */
+static void wait_ahead(struct meta *m, uint64_t n)
+{
+    wait_stats(m, kept_or_dropped_at_least, n);
 }
 
 static void settle(void)
@@ -1554,23 +1566,6 @@ static struct meta *tree_meta(struct fixture *fx, size_t page)
     fx->cfg.list_parallel = 2;
     fx->cfg.list_tree = true;
     return fx_meta(fx);
-}
-
-/* Waits (5 s at most) until the stats satisfy done */
-static void wait_stats(struct meta *m, bool (*done)(const struct meta_stats *, uint64_t),
-                       uint64_t n)
-{
-    struct meta_stats st;
-    for (int i = 0; i < 5000; i++) {
-        meta_get_stats(m, &st);
-        if (done(&st, n))
-            return;
-        struct timespec ms = {0, 1000000};
-        nanosleep(&ms, NULL);
-    }
-    fail_msg("the stats never got there: %llu pages, %llu kept, %llu dropped",
-             (unsigned long long)st.tree_pages, (unsigned long long)st.list_prefetched,
-             (unsigned long long)st.list_prefetch_dropped);
 }
 
 static bool dropped_at_least(const struct meta_stats *st, uint64_t n)
