@@ -19,10 +19,14 @@
 //     every GET is sent at most that many MB/s, as a cloud store serves
 //     each connection at a bounded rate (about 100 MB/s) while parallel
 //     connections add up. Off by default: loopback speed.
+//   - A per-request latency (--latency-ms, or the control API): every
+//     request is answered no sooner than that many ms after it came, as a
+//     cloud store's first byte comes tens of ms after the request (one
+//     round trip and its own time). Off by default.
 //
 //   node scripts/s3-server.js --port N [--host 127.0.0.1] [--region us-east-1]
 //        [--bucket NAME]... [--private NAME]... [--key ID:SECRET[:TOKEN]]...
-//        [--rate-mbs MB_PER_S] [--exit-on-stdin-close]
+//        [--rate-mbs MB_PER_S] [--latency-ms MS] [--exit-on-stdin-close]
 //
 // --key replaces the default credentials S3RVER:S3RVER; a key given with a
 // TOKEN is a temporary one whose requests must carry x-amz-security-token.
@@ -37,6 +41,8 @@
 //   POST /__control__/if_match   {"enabled": true|false}
 //   POST /__control__/rate       {"mbs": N} each GET's body at most N MB/s
 //                                from the next request on; 0: no limit
+//   POST /__control__/latency    {"ms": N} every request answered N ms
+//                                late from the next one on; 0: none
 // See scripts/S3-SERVER.md for what s3rver does. Install the package first:
 //   npm ci --prefix scripts/test-servers --no-audit --no-fund
 "use strict";
@@ -52,13 +58,14 @@ function usage(msg) {
   process.stderr.write(
     "usage: node s3-server.js --port N [--host 127.0.0.1] [--region us-east-1] " +
       "[--bucket NAME]... [--private NAME]... [--key ID:SECRET[:TOKEN]]... " +
-      "[--rate-mbs MB_PER_S] [--exit-on-stdin-close]\n");
+      "[--rate-mbs MB_PER_S] [--latency-ms MS] [--exit-on-stdin-close]\n");
   process.exit(2);
 }
 
 function parseArgs(argv) {
   const opts = { host: "127.0.0.1", port: null, region: "us-east-1", buckets: [],
-                 private: new Set(), keys: [], exitOnStdinClose: false, rateMbs: 0 };
+                 private: new Set(), keys: [], exitOnStdinClose: false, rateMbs: 0,
+                 latencyMs: 0 };
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i];
     let val = null;
@@ -91,6 +98,12 @@ function parseArgs(argv) {
         const v = Number(next());
         if (!(v >= 0)) usage("--rate-mbs takes a number of MB/s (0: no limit)");
         opts.rateMbs = v;
+        break;
+      }
+      case "--latency-ms": {
+        const v = Number(next());
+        if (!(v >= 0)) usage("--latency-ms takes a number of ms (0: none)");
+        opts.latencyMs = v;
         break;
       }
       case "-h": case "--help": usage(); break;
@@ -299,6 +312,7 @@ let activeRequests = 0; // requests received and not yet answered in full
 let ifMatchEnabled = true;
 const startedAt = Date.now();
 let rateMbs = opts.rateMbs; // each GET body at most this many MB/s; 0: no limit
+let latencyMs = opts.latencyMs; // every request answered this many ms late; 0: none
 
 function bucketAndKey(req) {
   const q = req.url.indexOf("?");
@@ -341,6 +355,20 @@ function control(req, res) {
       }
       rateMbs = v;
       return send({ mbs: rateMbs });
+    }
+    if (what === "latency" && req.method === "POST") {
+      let v;
+      try {
+        v = Number(JSON.parse(data || "{}").ms);
+      } catch (e) {
+        v = NaN;
+      }
+      if (!(v >= 0)) {
+        res.writeHead(400);
+        return res.end();
+      }
+      latencyMs = v;
+      return send({ ms: latencyMs });
     }
     if (what === "if_match" && req.method === "POST") {
       try {
@@ -418,6 +446,7 @@ async function front(req, res, handler, store) {
   });
   res.on("close", done);
 
+  if (latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, latencyMs));
   if (rateMbs > 0 && req.method === "GET") pace(res, rateMbs * 1e6);
   const [bucket, key] = bucketAndKey(req);
   if (entry.authorization) {
