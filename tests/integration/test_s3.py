@@ -362,6 +362,45 @@ class S3Test(S3TestCase):
         self.assertEqual(conn.getresponse().status, 400)
         conn.close()
 
+    def test_server_answers_each_request_late(self):
+        """The benchmark's s3lat: s3-server.js answers every request, GET,
+        HEAD and listing alike, no sooner than the latency it was given,
+        each on its own (four at once take one latency, not four). Told by
+        the server's own log."""
+        import threading
+        self.s3.put("late", "obj.bin", b"late")
+        self.assertEqual(self.s3.control("latency", {"ms": 300}), {"ms": 300})
+        self.addCleanup(self.s3.control, "latency", {"ms": 0})
+        self.s3.reset_log()
+        self.s3.ok("HEAD", "late", "obj.bin")
+        threads = [threading.Thread(target=self.s3.ok, args=("GET", "late", "obj.bin"))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        host, port = self.s3.addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", "/late?list-type=2")
+        resp = conn.getresponse()
+        self.assertIn(b"obj.bin", resp.read())
+        self.assertEqual(resp.status, 200)
+        log = self.s3.log()
+        self.assertEqual([e["method"] for e in log], ["HEAD"] + ["GET"] * 5, log)
+        for e in log:
+            self.assertGreaterEqual(e["ms"], 300, log)
+        gets = log[1:5]
+        self.assertLess(max(e["at"] for e in gets), min(e["at"] + e["ms"] for e in gets), gets)
+        self.assertEqual(max(e["active"] for e in gets), 4, gets)
+        # off again: answered at once
+        self.assertEqual(self.s3.control("latency", {"ms": 0}), {"ms": 0})
+        self.s3.reset_log()
+        self.s3.ok("GET", "late", "obj.bin")
+        self.assertLess(self.s3.log()[0]["ms"], 300, self.s3.log())
+        conn.request("POST", "/__control__/latency", body=b'{"ms": -1}')
+        self.assertEqual(conn.getresponse().status, 400)
+        conn.close()
+
     # -- signing and credentials
 
     def test_requests_are_signed(self):
