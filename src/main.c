@@ -136,7 +136,7 @@ static void usage(const char *prog)
            "    connect_timeout=SECONDS (10)\n"
            "    read_window_mb=N       most one open file fetches ahead, MiB (64)\n"
            "    prefetch_budget_mb=N   memory for all read-ahead buffers together, MiB (64)\n"
-           "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (8)\n"
+           "    prefetch_parallel=N    ranged GETs fetching ahead at once, all files (16)\n"
            "    prefetch_part_mb=N     MiB one GET fetches ahead; 0: to the end (8)\n"
            "    split_below_mbs=N      one GET per file until it brings less than N MB/s,\n"
            "                           then parts in parallel; 0: parts at once (200)\n"

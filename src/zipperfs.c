@@ -30,7 +30,7 @@ void zfs_config_default(struct zfs_config *cfg)
     cfg->connect_timeout_s = 10;
     cfg->read_window_mb = 64;
     cfg->prefetch_budget_mb = 64;
-    cfg->prefetch_parallel = 8;
+    cfg->prefetch_parallel = 16;
     cfg->prefetch_part_mb = 8;
     cfg->split_below_mbs = 200;
     cfg->lookahead = 16;

@@ -238,7 +238,8 @@ class S3Test(S3TestCase):
         with open(ref, "wb") as f:
             f.write(data)
         self.s3.reset_log()
-        m = self.mount("s3://conns", options=["split_below_mbs=0", "prefetch_part_mb=1"])
+        m = self.mount("s3://conns", options=["split_below_mbs=0", "prefetch_part_mb=1",
+                                              "prefetch_parallel=8"])
         dst = os.path.join(self.tempdir(), "copy.bin")
         self.run_ok(["cp", m.path("big.bin"), dst])
         self.run_ok(["cmp", ref, dst])
