@@ -342,10 +342,11 @@ function control(req, res) {
       requestLog.length = 0;
       return send({});
     }
-    if (what === "rate" && req.method === "POST") {
+    // a setting of N >= 0 given as {"<field>": N}; anything else is a 400
+    const number = (field, set) => {
       let v;
       try {
-        v = Number(JSON.parse(data || "{}").mbs);
+        v = Number(JSON.parse(data || "{}")[field]);
       } catch (e) {
         v = NaN;
       }
@@ -353,23 +354,11 @@ function control(req, res) {
         res.writeHead(400);
         return res.end();
       }
-      rateMbs = v;
-      return send({ mbs: rateMbs });
-    }
-    if (what === "latency" && req.method === "POST") {
-      let v;
-      try {
-        v = Number(JSON.parse(data || "{}").ms);
-      } catch (e) {
-        v = NaN;
-      }
-      if (!(v >= 0)) {
-        res.writeHead(400);
-        return res.end();
-      }
-      latencyMs = v;
-      return send({ ms: latencyMs });
-    }
+      set(v);
+      return send({ [field]: v });
+    };
+    if (what === "rate" && req.method === "POST") return number("mbs", (v) => { rateMbs = v; });
+    if (what === "latency" && req.method === "POST") return number("ms", (v) => { latencyMs = v; });
     if (what === "if_match" && req.method === "POST") {
       try {
         ifMatchEnabled = !!JSON.parse(data || "{}").enabled;
