@@ -72,7 +72,11 @@ struct reader {
     pthread_cond_t changed;   /* bytes landed, bytes read, a part finished or was freed */
     struct part *parts;       /* the run's parts, contiguous, in order of offset */
     struct part *zombies;     /* cancelled, waiting for their fetch or their pins */
-    bool in_run;              /* fetching ahead (registered for budget) */
+    bool in_run;              /* fetching ahead */
+    /* registered for a fair share of the budget: a run being read. A run
+     * primed ahead of its open holds its first part without a share, or
+     * every file primed ahead would shrink the share of the one read. */
+    bool sharing;
     uint64_t run_end;         /* where the run's next part starts */
     size_t ahead;             /* how far ahead of the reads the run fetches now */
     unsigned inflight;        /* parts queued or being fetched, zombies included */
@@ -490,14 +494,26 @@ static void part_carve(struct reader *r, struct part *p, uint64_t at, uint64_t e
 
 /* ---- the run ----------------------------------------------------------- */
 
-static void run_start(struct reader *r, uint64_t at)
+/* Registers a run being read for its share of the budget (r->lock held). */
+static void run_share(struct reader *r)
+{
+    if (r->in_run && !r->sharing) {
+        r->sharing = true;
+        prefetch_register(r->pool, &r->acct);
+    }
+}
+
+/* Starts a run at `at`; a run started for reads shares the budget at once
+ * (r->lock held). */
+static void run_start(struct reader *r, uint64_t at, bool for_reads)
 {
     r->in_run = true;
     r->run_end = at;
     r->ahead = 2 * BLOCK;
     r->want_end = 0;
     count(r, &r->stats.runs, PREFETCH_RUNS);
-    prefetch_register(r->pool, &r->acct);
+    if (for_reads)
+        run_share(r);
     log_debug("%s: fetching ahead from byte %llu", r->key, (unsigned long long)at);
 }
 
@@ -509,8 +525,9 @@ static void run_stop(struct reader *r)
         r->parts = p->next;
         part_cancel(r, p);
     }
-    if (r->in_run) {
-        r->in_run = false;
+    r->in_run = false;
+    if (r->sharing) {
+        r->sharing = false;
         prefetch_unregister(r->pool, &r->acct);
     }
 }
@@ -682,6 +699,7 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
                                   : off == 0;
     r->any_read = true;
     r->last_read_ms = clock_now_ms();
+    run_share(r); /* a primed run is read from now on */
     while (done < size) {
         uint64_t at = off + done;
         size_t want = size - done;
@@ -699,7 +717,7 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
             }
             if (p->state == PART_DONE && p->error == -ETIME) {
                 run_stop(r); /* closed while idle: a fresh run from here */
-                run_start(r, at);
+                run_start(r, at, true);
                 continue;
             }
             if (p->state == PART_DONE) {
@@ -778,7 +796,7 @@ ssize_t reader_read(struct reader *r, char *buf, size_t size, uint64_t off)
             }
             /* else a straggler behind the run: fetched exactly */
         } else if (sequential && (at > 0 || r->attr.size > want)) {
-            run_start(r, at);
+            run_start(r, at, true);
             continue;
         }
         if ((rc = fetch_exact(r, buf + done, want, at)) < 0)
@@ -806,7 +824,7 @@ void reader_prime(struct reader *r)
 {
     pthread_mutex_lock(&r->lock);
     if (!r->any_read && !r->in_run && r->attr.size > 0) {
-        run_start(r, 0);
+        run_start(r, 0, false);
         r->last_read_ms = clock_now_ms(); /* the idle clock starts now */
         if (!run_extend(r))
             run_stop(r);

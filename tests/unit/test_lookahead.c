@@ -325,6 +325,55 @@ static void test_prime_fetches_first_part_only(void **state)
     assert_int_equal(gets(fx, 12), 2);
 }
 
+/* Readers primed ahead hold their first parts without a share of the
+ * budget: the file being read keeps its whole window (a cat of a directory of
+ * large files: the next ones primed must not slow the one read). */
+static void test_primed_readers_leave_the_share_to_the_read(void **state)
+{
+    struct fixture *fx = *state;
+    struct prefetch_config pc = {.budget = 16 * MIB, .workers = 8};
+    prefetch_pool_free(fx->pool);
+    assert_int_equal(prefetch_pool_new(&pc, &fx->pool), 0);
+    fx->cfg.reader.pool = fx->pool;
+    fx->cfg.reader.max_ahead = 16 * MIB;
+    fx->store.sizes[19] = 64 * MIB;
+    struct lookahead *la = table(fx);
+
+    for (int i = 0; i < 3; i++) {
+        struct store_attr a = attr_of(fx, i);
+        assert_true(lookahead_prime(la, &fx->store.base, key_of(i), &a));
+        wait_gets(fx, i, 1);
+    }
+    struct store_attr big = attr_of(fx, 19);
+    struct reader *r;
+    assert_int_equal(reader_new(&fx->cfg.reader, &fx->store.base, key_of(19), &big, &r), 0);
+    /* four blocks read: the window has grown to max_ahead */
+    static char buf[MIB];
+    for (uint64_t off = 0; off < 4 * MIB; off += MIB)
+        assert_int_equal(reader_read(r, buf, MIB, off), MIB);
+    /* with a share for each primed reader it would stop at 16 / 4 MiB */
+    struct reader_stats rs;
+    for (int i = 0; i < 5000; i++) {
+        reader_get_stats(r, &rs);
+        if (rs.peak_held >= 12 * MIB)
+            break;
+        usleep(1000);
+    }
+    reader_get_stats(r, &rs);
+    assert_true(rs.peak_held >= 12 * MIB);
+    reader_free(r);
+
+    /* the primed readers are intact and taken as before */
+    for (int i = 0; i < 3; i++) {
+        struct store_attr a = attr_of(fx, i);
+        struct reader *p = lookahead_take(la, &fx->store.base, key_of(i), &a);
+        assert_non_null(p);
+        read_all(p, i, a.size);
+        reader_free(p);
+        assert_int_equal(gets(fx, i), 1);
+    }
+}
+
 static void test_empty_file_needs_nothing(void **state)
 {
     struct fixture *fx = *state;
@@ -556,6 +605,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_prime_then_take, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prime_fetches_first_part_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_primed_readers_leave_the_share_to_the_read, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_empty_file_needs_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bounds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_off, setup, teardown),
