@@ -486,6 +486,8 @@ int zfs_new(const struct zfs_config *cfg, struct zfs **out)
         .ttl_ms = mc.stat_ttl_ms,
         .file_mode = cfg->file_mode,
         .dir_mode = cfg->dir_mode,
+        /* materializing fetches as many at once as reads do */
+        .crc_workers = pc.workers,
     };
     rc = z->source_id ? archive_set_new(&ac, &z->archives) : -ENOMEM;
     free(local_real);

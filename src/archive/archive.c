@@ -697,7 +697,8 @@ static void slot_give(struct archive_set *s)
 }
 
 /* Feeds member data that passed by into member i's CRC. Takes a->lock. */
-static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data, size_t len)
+static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data, size_t len,
+                     bool by_read)
 {
     struct member_state *st = &a->state[i];
     bool finished = false, completes = false;
@@ -712,7 +713,8 @@ static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data
         }
         if (st->tracker) {
             crc_tracker_add(st->tracker, off, data, len);
-            st->fed_ms = clock_now_ms();
+            if (by_read)
+                st->fed_ms = clock_now_ms(); /* the grace is for reads only */
             pthread_cond_broadcast(&a->fed);
             if (crc_tracker_done(st->tracker, &crc)) {
                 st->crc = crc;
@@ -748,13 +750,16 @@ static int crc_sink_data(void *arg, const char *data, size_t len)
     struct crc_sink *cs = arg;
     if (len == 0)
         return 0; /* the transfer asking whether to go on: yes */
-    crc_feed(cs->a, cs->i, cs->pos, data, len);
+    crc_feed(cs->a, cs->i, cs->pos, data, len, false);
     cs->pos += len;
     return 0;
 }
 
-/* Makes member i's CRC known, fetching exactly the parts not seen yet. */
-static int crc_ensure(struct archive *a, size_t i)
+/* Fetches the bytes of member i in [from, to) that its tracker lacks,
+ * feeding its CRC, until none is missing there. With wait, bytes a read is bringing are waited for
+ * first; without, a member a read is feeding is left to that read (and to
+ * a later crc_ensure()). */
+static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t to, bool wait)
 {
     char key[KEY_MAX];
     int rc;
@@ -770,9 +775,14 @@ static int crc_ensure(struct archive *a, size_t i)
          * when they reach archive_read()), or just before the kernel hands
          * one over (the grace after the last bytes fed) */
         while (!st->crc_known) {
+            bool fed_lately = st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS;
+            if (!wait && (st->feeding > 0 || fed_lately)) {
+                pthread_mutex_unlock(&a->lock);
+                return 0;
+            }
             if (st->feeding > 0)
                 pthread_cond_wait(&a->fed, &a->lock);
-            else if (st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS)
+            else if (fed_lately)
                 clock_cond_wait_until(&a->fed, &a->lock, st->fed_ms + FEED_GRACE_MS);
             else
                 break;
@@ -789,10 +799,14 @@ static int crc_ensure(struct archive *a, size_t i)
             }
             crc_tracker_init(st->tracker, a->members[i].size);
         }
-        have_gap = crc_tracker_next_missing(st->tracker, 0, &gap_off, &gap_len);
+        have_gap = crc_tracker_next_missing(st->tracker, from, &gap_off, &gap_len);
         pthread_mutex_unlock(&a->lock);
         if (!have_gap)
-            return -EIO; /* cannot happen: no gap means done */
+            return from == 0 ? -EIO : 0; /* from 0: cannot happen, no gap means done */
+        if (gap_off >= to)
+            return 0;
+        if (gap_len > to - gap_off)
+            gap_len = to - gap_off;
         if ((rc = member_key(a, i, key, sizeof(key))) < 0)
             return rc;
         stats_add(a->set, &a->set->stats.crc_fetches, 1);
@@ -824,24 +838,67 @@ static int crc_ensure(struct archive *a, size_t i)
     }
 }
 
+/* Makes member i's CRC known, fetching exactly the parts not seen yet. */
+static int crc_ensure(struct archive *a, size_t i)
+{
+    return crc_fetch_range(a, i, 0, a->members[i].size, true);
+}
+
+/* Materializing: workers take units off one cursor. A member larger than
+ * a part (the mount's prefetch_part_mb) is several units, one part each,
+ * so that a few large members are fetched as fast as many small ones; the
+ * tracker combines their CRCs. */
 struct crc_job {
     struct archive *a;
-    size_t next;       /* atomic: the next member to look at */
+    uint64_t part;     /* bytes of a unit of a large member; 0: whole members */
+    pthread_mutex_t lock; /* guards the cursor */
+    size_t next;       /* the cursor: member ... */
+    uint64_t next_off; /* ... and offset in it */
     int error;         /* first failure, atomic */
     const int *cancel; /* NULL, or stop once nonzero */
 };
 
+/* The next unit: member *i, bytes [*from, *to); false when none is left. */
+static bool crc_job_next(struct crc_job *job, size_t *i, uint64_t *from, uint64_t *to)
+{
+    bool any = false;
+    pthread_mutex_lock(&job->lock);
+    if (job->next < job->a->layout.count) {
+        uint64_t size = job->a->members[job->next].size;
+        *i = job->next;
+        *from = job->next_off;
+        *to = size;
+        if (job->part > 0 && size > job->part && size - job->next_off > job->part)
+            *to = job->next_off + job->part;
+        if (*to >= size) {
+            job->next++;
+            job->next_off = 0;
+        } else {
+            job->next_off = *to;
+        }
+        any = true;
+    }
+    pthread_mutex_unlock(&job->lock);
+    return any;
+}
+
+static void crc_job_fail(struct crc_job *job, int rc)
+{
+    int zero = 0;
+    __atomic_compare_exchange_n(&job->error, &zero, rc, false, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+}
+
 static void *crc_worker(void *arg)
 {
     struct crc_job *job = arg;
-    for (;;) {
-        size_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
-        if (i >= job->a->layout.count || __atomic_load_n(&job->error, __ATOMIC_RELAXED))
+    size_t i;
+    uint64_t from, to;
+    while (crc_job_next(job, &i, &from, &to)) {
+        if (__atomic_load_n(&job->error, __ATOMIC_RELAXED))
             return NULL;
         if (job->cancel && __atomic_load_n(job->cancel, __ATOMIC_RELAXED)) {
-            int zero = 0;
-            __atomic_compare_exchange_n(&job->error, &zero, -ECANCELED, false,
-                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+            crc_job_fail(job, -ECANCELED);
             return NULL;
         }
         pthread_mutex_lock(&job->a->lock);
@@ -849,35 +906,25 @@ static void *crc_worker(void *arg)
         pthread_mutex_unlock(&job->a->lock);
         if (known)
             continue;
+        bool whole = from == 0 && to == job->a->members[i].size;
         slot_take(job->a->set);
-        int rc = crc_ensure(job->a, i);
+        int rc = whole ? crc_ensure(job->a, i) : crc_fetch_range(job->a, i, from, to, false);
         slot_give(job->a->set);
-        if (rc < 0) {
-            int zero = 0;
-            __atomic_compare_exchange_n(&job->error, &zero, rc, false, __ATOMIC_RELAXED,
-                                        __ATOMIC_RELAXED);
-        }
+        if (rc < 0)
+            crc_job_fail(job, rc);
     }
+    return NULL;
 }
 
-/* Every CRC known (the central directory needs them all); missing ones are
- * fetched by a few workers in parallel. */
-static int crc_ensure_all(struct archive *a, const int *cancel)
+/* Runs workers over the members from the start: part > 0 splits the
+ * members larger than that. Returns 0 or the first failure. */
+static int crc_run(struct archive *a, uint64_t part, size_t units, const int *cancel)
 {
-    size_t missing = 0;
-    pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->layout.count; i++)
-        if (!a->state[i].crc_known)
-            missing++;
-    pthread_mutex_unlock(&a->lock);
-    if (missing == 0)
-        return 0;
-    log_info("computing %zu missing CRC-32s", missing);
-
-    struct crc_job job = {.a = a, .cancel = cancel};
+    struct crc_job job = {.a = a, .part = part, .cancel = cancel};
+    pthread_mutex_init(&job.lock, NULL);
     unsigned n = a->set->cfg.crc_workers;
-    if (n > missing)
-        n = (unsigned)missing;
+    if (n > units)
+        n = (unsigned)units;
     pthread_t threads[64];
     if (n > 64)
         n = 64;
@@ -889,7 +936,34 @@ static int crc_ensure_all(struct archive *a, const int *cancel)
         crc_worker(&job);
     for (unsigned t = 0; t < started; t++)
         pthread_join(threads[t], NULL);
+    pthread_mutex_destroy(&job.lock);
     return job.error;
+}
+
+/* Every CRC known (the central directory needs them all); missing ones are
+ * fetched by a few workers in parallel, large members in parts. */
+static int crc_ensure_all(struct archive *a, const int *cancel)
+{
+    uint64_t part = a->set->cfg.reader.part_size;
+    size_t missing = 0, units = 0;
+    pthread_mutex_lock(&a->lock);
+    for (size_t i = 0; i < a->layout.count; i++) {
+        if (a->state[i].crc_known)
+            continue;
+        uint64_t size = a->members[i].size;
+        missing++;
+        units += part > 0 && size > part ? (size_t)((size + part - 1) / part) : 1;
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (missing == 0)
+        return 0;
+    log_info("computing %zu missing CRC-32s", missing);
+    int rc = crc_run(a, part, units, cancel);
+    /* parts a read was feeding were left to it: what it did not bring,
+     * member by member, waiting for reads under way */
+    if (rc == 0 && units > missing)
+        rc = crc_run(a, 0, missing, cancel);
+    return rc;
 }
 
 int archive_materialize(struct archive *a, const int *cancel)
@@ -1091,7 +1165,7 @@ static ssize_t read_member_data(struct archive_handle *h, size_t i, char *buf, s
         handle_lookahead(h, i, h->a->members[i].data_off + member_off);
     pthread_mutex_unlock(&h->lock);
     if (n > 0)
-        crc_feed(h->a, i, member_off, buf, (size_t)n);
+        crc_feed(h->a, i, member_off, buf, (size_t)n, true);
     if (n == 0 && size > 0)
         n = -EIO; /* shorter than laid out: it changed */
     if (n < 0) {

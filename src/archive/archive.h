@@ -40,7 +40,7 @@ struct archive_set_config {
     uint32_t file_mode, dir_mode;
     size_t max_members;
     /* Background fetches of member data (CRCs the central directory needs,
-     * materialization jobs) running at once, across all archives. */
+     * materialization jobs) running at once, across all archives; 0: 8. */
     unsigned crc_workers;
 };
 
@@ -98,8 +98,9 @@ void archive_get_progress(struct archive *a, struct archive_progress *out);
  * archive can be served to its end without fetching anything again. */
 bool archive_complete(struct archive *a);
 
-/* Makes the archive complete: fetches every member byte never seen, a few
- * members at once (the set's crc_workers, shared with every archive).
+/* Makes the archive complete: fetches every member byte never seen, the
+ * set's crc_workers fetches at once (shared with every archive), a member
+ * larger than the reader's part_size in parts of that size.
  * Stops early with -ECANCELED once *cancel is nonzero. Returns 0 or
  * -errno (a member changed or vanished: -EIO). */
 int archive_materialize(struct archive *a, const int *cancel);

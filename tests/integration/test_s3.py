@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 import zipfile
+import zlib
 
 import harness
 import servers
@@ -254,6 +255,48 @@ class S3Test(S3TestCase):
         # 128 parts leave it no such luck.
         peers = {r["peer"] for r in log}
         self.assertLessEqual(len(peers), 10, [(r["peer"], r["range"]) for r in log])
+
+    def test_request_fetches_a_large_member_in_parts_at_once(self):
+        # materializing a request computes every CRC: a member larger than
+        # prefetch_part_mb comes in parts, several at once, each byte once,
+        # and the CRCs of the parts combine into the member's
+        size = 12 << 20
+        data = os.urandom(size)
+        self.s3.put("mat", "d/big.bin", data)
+        self.s3.put("mat", "d/small.txt", b"small\n")
+        # 20 MB/s a GET: a part takes about 50 ms, so parts overlap
+        self.assertEqual(self.s3.control("rate", {"mbs": 20}), {"mbs": 20})
+        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
+        m = self.mount("s3://mat", options=["cache_dir=" + self.tempdir(), "prefetch_part_mb=1",
+                                            "prefetch_parallel=4"])
+        self.s3.reset_log()
+        with open(m.path(".zipperfs", "requests", "mat"), "w") as f:
+            f.write("d/\n")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with open(m.path(".zipperfs", "archives", "mat.status")) as f:
+                    st = json.load(f)
+            except FileNotFoundError:
+                st = {"state": None}
+            if st["state"] in ("done", "failed") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(st["state"], "done", st)
+        gets = object_gets(self.s3.log(), "mat", "d/big.bin")
+        mib = 1 << 20
+        self.assertEqual(sorted(r["range"] for r in gets),
+                         sorted("bytes=%d-%d" % (i, i + mib - 1) for i in range(0, size, mib)),
+                         gets)
+        # four workers: more than two GETs of it in progress at one moment
+        self.assertGreaterEqual(max(r["active"] for r in gets), 3, gets)
+        self.s3.control("rate", {"mbs": 0})
+        dst = os.path.join(self.tempdir(), "mat.zip")
+        self.run_ok(["cp", m.path(".zipperfs", "archives", "mat.zip"), dst])
+        self.run_ok(["unzip", "-tq", dst])
+        with zipfile.ZipFile(dst) as z:
+            self.assertEqual(z.getinfo("d/big.bin").CRC, zlib.crc32(data))
+            self.assertEqual(z.read("d/big.bin"), data)  # zipfile checks the CRC too
 
     def test_ls_l_costs_list_calls_only(self):
         for i in range(60):
