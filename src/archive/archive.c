@@ -28,6 +28,7 @@ struct member_state {
     int64_t generation;
     bool crc_known;
     uint32_t feeding; /* reads of its data under way that feed the CRC (archive lock) */
+    uint32_t fetching; /* CRC fetches of its bytes under way (archive lock) */
     int64_t fed_ms;   /* when its data last fed the CRC (archive lock) */
     uint32_t crc;
     struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
@@ -57,7 +58,8 @@ struct archive {
     size_t missing;       /* request paths that named nothing */
     char *inline_bufs[2]; /* the manifests' bytes */
     pthread_mutex_t lock; /* guards state[] (CRCs and trackers) and what follows */
-    pthread_cond_t fed;   /* a member's CRC was fed, or a read that feeds it ended */
+    pthread_cond_t fed;   /* a member's CRC was fed, or a read or fetch that feeds it ended */
+    pthread_mutex_t all_lock; /* held by the crc_ensure_all() running */
     size_t crc_missing;   /* file members whose CRC is unknown */
     bool complete_fired;
     void (*on_complete)(void *arg);
@@ -213,6 +215,7 @@ static void archive_destroy(struct archive *a)
         a->arena = next;
     }
     pthread_cond_destroy(&a->fed);
+    pthread_mutex_destroy(&a->all_lock);
     pthread_mutex_destroy(&a->lock);
     free(a->members);
     free(a->state);
@@ -255,6 +258,7 @@ static struct archive *archive_alloc(struct archive_set *s)
     a->refs = 1;
     a->set = s;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->all_lock, NULL);
     clock_cond_init(&a->fed);
     return a;
 }
@@ -755,11 +759,71 @@ static int crc_sink_data(void *arg, const char *data, size_t len)
     return 0;
 }
 
+/* Streams member i's bytes [off, off + len) into its CRC. */
+static int crc_fetch(struct archive *a, size_t i, const char *key, uint64_t off, uint64_t len)
+{
+    int rc;
+    stats_add(a->set, &a->set->stats.crc_fetches, 1);
+    struct crc_sink cs = {.a = a, .i = i, .pos = off};
+    struct store *store = a->set->cfg.store;
+    int64_t generation = a->state[i].generation;
+    if (store_can_stream(store)) {
+        rc = store_stream(store, key, generation, off, len, crc_sink_data, &cs);
+    } else {
+        char *buf = malloc(1u << 20);
+        rc = buf ? 0 : -ENOMEM;
+        while (rc == 0 && cs.pos < off + len) {
+            size_t want = off + len - cs.pos < (1u << 20) ? (size_t)(off + len - cs.pos)
+                                                           : (1u << 20);
+            ssize_t n = store_read(store, key, generation, cs.pos, want, buf);
+            if (n <= 0)
+                rc = n < 0 ? (int)n : -EIO;
+            else
+                crc_sink_data(&cs, buf, (size_t)n);
+        }
+        free(buf);
+    }
+    if (rc == 0 && cs.pos < off + len)
+        rc = -EIO; /* shorter than laid out: it changed */
+    if (rc < 0) {
+        log_error("archive member %s: cannot compute its CRC-32: %s", key, strerror(-rc));
+        return rc == -ESTALE ? -EIO : rc;
+    }
+    return 0;
+}
+
+/* What a fetch of a member's missing bytes does about the bytes others
+ * are bringing */
+enum crc_wait {
+    CRC_SKIP_READ,  /* a member a read is feeding is left to it, for now */
+    CRC_WAIT_READS, /* reads feeding the member are waited for */
+    CRC_WAIT_ALL,   /* reads, and other fetches of the member */
+};
+
+/* Waits, as `wait` says, for the reads (and fetches) bringing the bytes of
+ * member st, or until its CRC is known; false: left to a read (a->lock
+ * held). */
+static bool crc_wait_locked(struct archive *a, struct member_state *st, enum crc_wait wait)
+{
+    while (!st->crc_known) {
+        bool fed_lately = st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS;
+        if (wait == CRC_SKIP_READ && (st->feeding > 0 || fed_lately))
+            return false;
+        if (st->feeding > 0 || (wait == CRC_WAIT_ALL && st->fetching > 0))
+            pthread_cond_wait(&a->fed, &a->lock);
+        else if (fed_lately)
+            clock_cond_wait_until(&a->fed, &a->lock, st->fed_ms + FEED_GRACE_MS);
+        else
+            break;
+    }
+    return true;
+}
+
 /* Fetches the bytes of member i in [from, to) that its tracker lacks,
- * feeding its CRC, until none is missing there. With wait, bytes a read is bringing are waited for
- * first; without, a member a read is feeding is left to that read (and to
- * a later crc_ensure()). */
-static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t to, bool wait)
+ * feeding its CRC, until none is missing there. Fetches of its other parts
+ * run alongside, unless CRC_WAIT_ALL. */
+static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t to,
+                           enum crc_wait wait)
 {
     char key[KEY_MAX];
     int rc;
@@ -774,18 +838,9 @@ static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t 
          * while reads of the member's bytes are under way (counted from
          * when they reach archive_read()), or just before the kernel hands
          * one over (the grace after the last bytes fed) */
-        while (!st->crc_known) {
-            bool fed_lately = st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS;
-            if (!wait && (st->feeding > 0 || fed_lately)) {
-                pthread_mutex_unlock(&a->lock);
-                return 0;
-            }
-            if (st->feeding > 0)
-                pthread_cond_wait(&a->fed, &a->lock);
-            else if (fed_lately)
-                clock_cond_wait_until(&a->fed, &a->lock, st->fed_ms + FEED_GRACE_MS);
-            else
-                break;
+        if (!crc_wait_locked(a, st, wait)) {
+            pthread_mutex_unlock(&a->lock);
+            return 0; /* left to a read */
         }
         if (st->crc_known) {
             pthread_mutex_unlock(&a->lock);
@@ -800,48 +855,30 @@ static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t 
             crc_tracker_init(st->tracker, a->members[i].size);
         }
         have_gap = crc_tracker_next_missing(st->tracker, from, &gap_off, &gap_len);
-        pthread_mutex_unlock(&a->lock);
-        if (!have_gap)
-            return from == 0 ? -EIO : 0; /* from 0: cannot happen, no gap means done */
-        if (gap_off >= to)
-            return 0;
+        if (!have_gap || gap_off >= to) {
+            pthread_mutex_unlock(&a->lock);
+            return have_gap || from > 0 ? 0 : -EIO; /* from 0: no gap means done */
+        }
         if (gap_len > to - gap_off)
             gap_len = to - gap_off;
-        if ((rc = member_key(a, i, key, sizeof(key))) < 0)
+        st->fetching++;
+        pthread_mutex_unlock(&a->lock);
+        rc = member_key(a, i, key, sizeof(key));
+        if (rc == 0)
+            rc = crc_fetch(a, i, key, gap_off, gap_len);
+        pthread_mutex_lock(&a->lock);
+        st->fetching--;
+        pthread_cond_broadcast(&a->fed);
+        pthread_mutex_unlock(&a->lock);
+        if (rc < 0)
             return rc;
-        stats_add(a->set, &a->set->stats.crc_fetches, 1);
-        struct crc_sink cs = {.a = a, .i = i, .pos = gap_off};
-        struct store *store = a->set->cfg.store;
-        if (store_can_stream(store)) {
-            rc = store_stream(store, key, st->generation, gap_off, gap_len, crc_sink_data, &cs);
-        } else {
-            char *buf = malloc(1u << 20);
-            rc = buf ? 0 : -ENOMEM;
-            while (rc == 0 && cs.pos < gap_off + gap_len) {
-                size_t want = gap_off + gap_len - cs.pos < (1u << 20)
-                                  ? (size_t)(gap_off + gap_len - cs.pos)
-                                  : (1u << 20);
-                ssize_t n = store_read(store, key, st->generation, cs.pos, want, buf);
-                if (n <= 0)
-                    rc = n < 0 ? (int)n : -EIO;
-                else
-                    crc_sink_data(&cs, buf, (size_t)n);
-            }
-            free(buf);
-        }
-        if (rc == 0 && cs.pos < gap_off + gap_len)
-            rc = -EIO; /* shorter than laid out: it changed */
-        if (rc < 0) {
-            log_error("archive member %s: cannot compute its CRC-32: %s", key, strerror(-rc));
-            return rc == -ESTALE ? -EIO : rc;
-        }
     }
 }
 
 /* Makes member i's CRC known, fetching exactly the parts not seen yet. */
 static int crc_ensure(struct archive *a, size_t i)
 {
-    return crc_fetch_range(a, i, 0, a->members[i].size, true);
+    return crc_fetch_range(a, i, 0, a->members[i].size, CRC_WAIT_ALL);
 }
 
 /* Materializing: workers take units off one cursor. A member larger than
@@ -851,8 +888,10 @@ static int crc_ensure(struct archive *a, size_t i)
 struct crc_job {
     struct archive *a;
     uint64_t part;     /* bytes of a unit of a large member; 0: whole members */
+    enum crc_wait wait; /* of the units that are parts */
     pthread_mutex_t lock; /* guards the cursor */
     size_t next;       /* the cursor: member ... */
+    size_t end;        /* (the members are those below end) */
     uint64_t next_off; /* ... and offset in it */
     int error;         /* first failure, atomic */
     const int *cancel; /* NULL, or stop once nonzero */
@@ -863,7 +902,7 @@ static bool crc_job_next(struct crc_job *job, size_t *i, uint64_t *from, uint64_
 {
     bool any = false;
     pthread_mutex_lock(&job->lock);
-    if (job->next < job->a->layout.count) {
+    if (job->next < job->end) {
         uint64_t size = job->a->members[job->next].size;
         *i = job->next;
         *from = job->next_off;
@@ -908,7 +947,7 @@ static void *crc_worker(void *arg)
             continue;
         bool whole = from == 0 && to == job->a->members[i].size;
         slot_take(job->a->set);
-        int rc = whole ? crc_ensure(job->a, i) : crc_fetch_range(job->a, i, from, to, false);
+        int rc = whole ? crc_ensure(job->a, i) : crc_fetch_range(job->a, i, from, to, job->wait);
         slot_give(job->a->set);
         if (rc < 0)
             crc_job_fail(job, rc);
@@ -916,11 +955,13 @@ static void *crc_worker(void *arg)
     return NULL;
 }
 
-/* Runs workers over the members from the start: part > 0 splits the
- * members larger than that. Returns 0 or the first failure. */
-static int crc_run(struct archive *a, uint64_t part, size_t units, const int *cancel)
+/* Runs workers over members [first, end): part > 0 splits the members
+ * larger than that. Returns 0 or the first failure. */
+static int crc_run(struct archive *a, size_t first, size_t end, uint64_t part,
+                   enum crc_wait wait, size_t units, const int *cancel)
 {
-    struct crc_job job = {.a = a, .part = part, .cancel = cancel};
+    struct crc_job job = {.a = a, .part = part, .wait = wait, .next = first, .end = end,
+                          .cancel = cancel};
     pthread_mutex_init(&job.lock, NULL);
     unsigned n = a->set->cfg.crc_workers;
     if (n > units)
@@ -940,14 +981,14 @@ static int crc_run(struct archive *a, uint64_t part, size_t units, const int *ca
     return job.error;
 }
 
-/* Every CRC known (the central directory needs them all); missing ones are
- * fetched by a few workers in parallel, large members in parts. */
-static int crc_ensure_all(struct archive *a, const int *cancel)
+/* Every CRC of members [first, end) known: fetched by a few workers in
+ * parallel, large members in parts. */
+static int crc_ensure_range(struct archive *a, size_t first, size_t end, const int *cancel)
 {
     uint64_t part = a->set->cfg.reader.part_size;
     size_t missing = 0, units = 0;
     pthread_mutex_lock(&a->lock);
-    for (size_t i = 0; i < a->layout.count; i++) {
+    for (size_t i = first; i < end; i++) {
         if (a->state[i].crc_known)
             continue;
         uint64_t size = a->members[i].size;
@@ -957,13 +998,40 @@ static int crc_ensure_all(struct archive *a, const int *cancel)
     pthread_mutex_unlock(&a->lock);
     if (missing == 0)
         return 0;
-    log_info("computing %zu missing CRC-32s", missing);
-    int rc = crc_run(a, part, units, cancel);
-    /* parts a read was feeding were left to it: what it did not bring,
-     * member by member, waiting for reads under way */
+    int rc = crc_run(a, first, end, part, CRC_SKIP_READ, units, cancel);
+    /* the parts of members a read was feeding were left to it: what it did
+     * not bring, once no read feeds them */
     if (rc == 0 && units > missing)
-        rc = crc_run(a, 0, missing, cancel);
+        rc = crc_run(a, first, end, part, CRC_WAIT_READS, units, cancel);
     return rc;
+}
+
+/* Every CRC known (the central directory needs them all). */
+static int crc_ensure_all(struct archive *a, const int *cancel)
+{
+    if (archive_complete(a))
+        return 0;
+    /* one at a time: the central directory read while a job materializes
+     * waits for it rather than fetch again the parts it has under way */
+    pthread_mutex_lock(&a->all_lock);
+    int rc = 0;
+    if (!archive_complete(a)) {
+        log_info("computing missing CRC-32s");
+        rc = crc_ensure_range(a, 0, a->layout.count, cancel);
+    }
+    pthread_mutex_unlock(&a->all_lock);
+    return rc;
+}
+
+/* Member i's CRC known, for a read that needs it (its data descriptor):
+ * after the reads and fetches bringing its bytes, what is missing, a large
+ * member in parts. */
+static int crc_ensure_member(struct archive *a, size_t i)
+{
+    pthread_mutex_lock(&a->lock);
+    crc_wait_locked(a, &a->state[i], CRC_WAIT_ALL);
+    pthread_mutex_unlock(&a->lock);
+    return crc_ensure_range(a, i, i + 1, NULL);
 }
 
 int archive_materialize(struct archive *a, const int *cancel)
@@ -1224,7 +1292,7 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
                                      at - m->data_off, in_order);
             } else {
                 feeding_end(a, &f, i + 1); /* past its data */
-                int rc = crc_ensure(a, i);
+                int rc = crc_ensure_member(a, i);
                 if (rc < 0) {
                     feeding_end(a, &f, SIZE_MAX);
                     return rc;

@@ -256,32 +256,50 @@ class S3Test(S3TestCase):
         peers = {r["peer"] for r in log}
         self.assertLessEqual(len(peers), 10, [(r["peer"], r["range"]) for r in log])
 
+    def wait_request(self, m, name, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with open(m.path(".zipperfs", "archives", name + ".status")) as f:
+                    st = json.load(f)
+            except FileNotFoundError:
+                st = {"state": None}
+            if st["state"] in ("done", "failed") or time.monotonic() > deadline:
+                return st
+            time.sleep(0.05)
+
+    def slow_request_mount(self, bucket, size):
+        """A bucket with d/big.bin of size bytes and d/small.txt, served at
+        20 MB/s a GET (a 1 MiB part takes about 50 ms, so parts overlap),
+        mounted with 1 MiB parts, four at once."""
+        data = os.urandom(size)
+        self.s3.put(bucket, "d/big.bin", data)
+        self.s3.put(bucket, "d/small.txt", b"small\n")
+        self.assertEqual(self.s3.control("rate", {"mbs": 20}), {"mbs": 20})
+        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
+        m = self.mount("s3://" + bucket, options=["cache_dir=" + self.tempdir(),
+                                                  "prefetch_part_mb=1", "prefetch_parallel=4"])
+        self.s3.reset_log()
+        return m, data
+
+    def check_request_zip(self, m, name, data):
+        self.s3.control("rate", {"mbs": 0})
+        dst = os.path.join(self.tempdir(), name + ".zip")
+        self.run_ok(["cp", m.path(".zipperfs", "archives", name + ".zip"), dst])
+        self.run_ok(["unzip", "-tq", dst])
+        with zipfile.ZipFile(dst) as z:
+            self.assertEqual(z.getinfo("d/big.bin").CRC, zlib.crc32(data))
+            self.assertEqual(z.read("d/big.bin"), data)  # zipfile checks the CRC too
+
     def test_request_fetches_a_large_member_in_parts_at_once(self):
         # materializing a request computes every CRC: a member larger than
         # prefetch_part_mb comes in parts, several at once, each byte once,
         # and the CRCs of the parts combine into the member's
         size = 12 << 20
-        data = os.urandom(size)
-        self.s3.put("mat", "d/big.bin", data)
-        self.s3.put("mat", "d/small.txt", b"small\n")
-        # 20 MB/s a GET: a part takes about 50 ms, so parts overlap
-        self.assertEqual(self.s3.control("rate", {"mbs": 20}), {"mbs": 20})
-        self.addCleanup(self.s3.control, "rate", {"mbs": 0})
-        m = self.mount("s3://mat", options=["cache_dir=" + self.tempdir(), "prefetch_part_mb=1",
-                                            "prefetch_parallel=4"])
-        self.s3.reset_log()
+        m, data = self.slow_request_mount("mat", size)
         with open(m.path(".zipperfs", "requests", "mat"), "w") as f:
             f.write("d/\n")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with open(m.path(".zipperfs", "archives", "mat.status")) as f:
-                    st = json.load(f)
-            except FileNotFoundError:
-                st = {"state": None}
-            if st["state"] in ("done", "failed") or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
+        st = self.wait_request(m, "mat")
         self.assertEqual(st["state"], "done", st)
         gets = object_gets(self.s3.log(), "mat", "d/big.bin")
         mib = 1 << 20
@@ -290,13 +308,39 @@ class S3Test(S3TestCase):
                          gets)
         # four workers: more than two GETs of it in progress at one moment
         self.assertGreaterEqual(max(r["active"] for r in gets), 3, gets)
-        self.s3.control("rate", {"mbs": 0})
-        dst = os.path.join(self.tempdir(), "mat.zip")
-        self.run_ok(["cp", m.path(".zipperfs", "archives", "mat.zip"), dst])
-        self.run_ok(["unzip", "-tq", dst])
-        with zipfile.ZipFile(dst) as z:
-            self.assertEqual(z.getinfo("d/big.bin").CRC, zlib.crc32(data))
-            self.assertEqual(z.read("d/big.bin"), data)  # zipfile checks the CRC too
+        self.check_request_zip(m, "mat", data)
+
+    def test_central_directory_read_while_materializing_fetches_nothing_twice(self):
+        # the central directory needs every CRC: read while the job is
+        # fetching them, it waits for the job instead of fetching the same
+        # parts alongside it
+        size = 24 << 20
+        m, data = self.slow_request_mount("matcd", size)
+        with open(m.path(".zipperfs", "requests", "cd"), "w") as f:
+            f.write("d/\n")
+        # once the job's first parts are under way (it has about a second
+        # of them to go)
+        deadline = time.monotonic() + 10
+        while not object_gets(self.s3.log(), "matcd", "d/big.bin"):
+            self.assertLess(time.monotonic(), deadline, "the job fetched nothing")
+            time.sleep(0.01)
+        out = self.run_ok(["unzip", "-l", m.path(".zipperfs", "archives", "cd.zip")])
+        self.assertIn("d/big.bin", out)
+        st = self.wait_request(m, "cd")
+        self.assertEqual(st["state"], "done", st)
+        spans = []
+        for r in object_gets(self.s3.log(), "matcd", "d/big.bin"):
+            first, last = r["range"].split("=")[1].split("-")
+            spans.append((int(first), int(last) + 1))
+        spans.sort()
+        # every byte of it exactly once (the kernel's readahead before the
+        # central directory reads its last bytes as data and its descriptor,
+        # which needs its CRC too), and in parts
+        self.assertEqual(sum(b - a for a, b in spans), size, spans)
+        self.assertTrue(all(spans[k][1] <= spans[k + 1][0] for k in range(len(spans) - 1)),
+                        spans)
+        self.assertTrue(all(b - a <= 1 << 20 for a, b in spans), spans)
+        self.check_request_zip(m, "cd", data)
 
     def test_ls_l_costs_list_calls_only(self):
         for i in range(60):
