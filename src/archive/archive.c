@@ -29,6 +29,7 @@ struct member_state {
     bool crc_known;
     uint32_t feeding; /* reads of its data under way that feed the CRC (archive lock) */
     uint32_t fetching; /* CRC fetches of its bytes under way (archive lock) */
+    uint32_t fetching_whole; /* of those, fetches of all it lacks (crc_ensure) */
     int64_t fed_ms;   /* when its data last fed the CRC (archive lock) */
     uint32_t crc;
     struct crc_tracker *tracker; /* while the CRC is being computed; guarded by archive lock */
@@ -795,9 +796,13 @@ static int crc_fetch(struct archive *a, size_t i, const char *key, uint64_t off,
 /* What a fetch of a member's missing bytes does about the bytes others
  * are bringing */
 enum crc_wait {
-    CRC_SKIP_READ,  /* a member a read is feeding is left to it, for now */
-    CRC_WAIT_READS, /* reads feeding the member are waited for */
-    CRC_WAIT_ALL,   /* reads, and other fetches of the member */
+    /* a part: a member a read is feeding, or one fetched whole, is left
+     * alone for now */
+    CRC_SKIP_READ,
+    /* a part: waits for the reads feeding the member and its whole fetch */
+    CRC_WAIT_READS,
+    /* the whole member: waits for reads, and for every fetch of it */
+    CRC_WAIT_ALL,
 };
 
 /* Waits, as `wait` says, for the reads (and fetches) bringing the bytes of
@@ -807,9 +812,10 @@ static bool crc_wait_locked(struct archive *a, struct member_state *st, enum crc
 {
     while (!st->crc_known) {
         bool fed_lately = st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS;
-        if (wait == CRC_SKIP_READ && (st->feeding > 0 || fed_lately))
+        uint32_t fetches = wait == CRC_WAIT_ALL ? st->fetching : st->fetching_whole;
+        if (wait == CRC_SKIP_READ && (st->feeding > 0 || fed_lately || fetches > 0))
             return false;
-        if (st->feeding > 0 || (wait == CRC_WAIT_ALL && st->fetching > 0))
+        if (st->feeding > 0 || fetches > 0)
             pthread_cond_wait(&a->fed, &a->lock);
         else if (fed_lately)
             clock_cond_wait_until(&a->fed, &a->lock, st->fed_ms + FEED_GRACE_MS);
@@ -862,12 +868,14 @@ static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t 
         if (gap_len > to - gap_off)
             gap_len = to - gap_off;
         st->fetching++;
+        st->fetching_whole += wait == CRC_WAIT_ALL;
         pthread_mutex_unlock(&a->lock);
         rc = member_key(a, i, key, sizeof(key));
         if (rc == 0)
             rc = crc_fetch(a, i, key, gap_off, gap_len);
         pthread_mutex_lock(&a->lock);
         st->fetching--;
+        st->fetching_whole -= wait == CRC_WAIT_ALL;
         pthread_cond_broadcast(&a->fed);
         pthread_mutex_unlock(&a->lock);
         if (rc < 0)
@@ -1003,6 +1011,10 @@ static int crc_ensure_range(struct archive *a, size_t first, size_t end, const i
      * not bring, once no read feeds them */
     if (rc == 0 && units > missing)
         rc = crc_run(a, first, end, part, CRC_WAIT_READS, units, cancel);
+    /* a tracker full of intervals forgets its shortest one, which then has
+     * to come again: member by member until every CRC is known */
+    for (size_t i = first; rc == 0 && i < end; i++)
+        rc = cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) ? -ECANCELED : crc_ensure(a, i);
     return rc;
 }
 
@@ -1021,17 +1033,6 @@ static int crc_ensure_all(struct archive *a, const int *cancel)
     }
     pthread_mutex_unlock(&a->all_lock);
     return rc;
-}
-
-/* Member i's CRC known, for a read that needs it (its data descriptor):
- * after the reads and fetches bringing its bytes, what is missing, a large
- * member in parts. */
-static int crc_ensure_member(struct archive *a, size_t i)
-{
-    pthread_mutex_lock(&a->lock);
-    crc_wait_locked(a, &a->state[i], CRC_WAIT_ALL);
-    pthread_mutex_unlock(&a->lock);
-    return crc_ensure_range(a, i, i + 1, NULL);
 }
 
 int archive_materialize(struct archive *a, const int *cancel)
@@ -1292,7 +1293,7 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
                                      at - m->data_off, in_order);
             } else {
                 feeding_end(a, &f, i + 1); /* past its data */
-                int rc = crc_ensure_member(a, i);
+                int rc = crc_ensure(a, i);
                 if (rc < 0) {
                     feeding_end(a, &f, SIZE_MAX);
                     return rc;
