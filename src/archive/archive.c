@@ -59,8 +59,9 @@ struct archive {
     size_t missing;       /* request paths that named nothing */
     char *inline_bufs[2]; /* the manifests' bytes */
     pthread_mutex_t lock; /* guards state[] (CRCs and trackers) and what follows */
-    pthread_cond_t fed;   /* a member's CRC was fed, or a read or fetch that feeds it ended */
-    pthread_mutex_t all_lock; /* held by the crc_ensure_all() running */
+    pthread_cond_t fed;   /* a member's CRC became known, a read or fetch that feeds it
+                           * ended, or crc_ensure_all() ended */
+    bool all_running;     /* a crc_ensure_all() is under way */
     size_t crc_missing;   /* file members whose CRC is unknown */
     bool complete_fired;
     void (*on_complete)(void *arg);
@@ -216,7 +217,6 @@ static void archive_destroy(struct archive *a)
         a->arena = next;
     }
     pthread_cond_destroy(&a->fed);
-    pthread_mutex_destroy(&a->all_lock);
     pthread_mutex_destroy(&a->lock);
     free(a->members);
     free(a->state);
@@ -259,7 +259,6 @@ static struct archive *archive_alloc(struct archive_set *s)
     a->refs = 1;
     a->set = s;
     pthread_mutex_init(&a->lock, NULL);
-    pthread_mutex_init(&a->all_lock, NULL);
     clock_cond_init(&a->fed);
     return a;
 }
@@ -720,10 +719,12 @@ static void crc_feed(struct archive *a, size_t i, uint64_t off, const char *data
             crc_tracker_add(st->tracker, off, data, len);
             if (by_read)
                 st->fed_ms = clock_now_ms(); /* the grace is for reads only */
-            pthread_cond_broadcast(&a->fed);
+            /* no wake-up per chunk: a waiter in its grace wakes at the
+             * grace's end and looks at fed_ms again */
             if (crc_tracker_done(st->tracker, &crc)) {
                 st->crc = crc;
                 st->crc_known = true;
+                pthread_cond_broadcast(&a->fed);
                 crc_tracker_clear(st->tracker);
                 free(st->tracker);
                 st->tracker = NULL;
@@ -788,7 +789,8 @@ static int crc_fetch(struct archive *a, size_t i, const char *key, uint64_t off,
         rc = -EIO; /* shorter than laid out: it changed */
     if (rc < 0) {
         log_error("archive member %s: cannot compute its CRC-32: %s", key, strerror(-rc));
-        return rc == -ESTALE ? -EIO : rc;
+        /* a member that changed or vanished since the layout */
+        return rc == -ESTALE || rc == -ENOENT ? -EIO : rc;
     }
     return 0;
 }
@@ -827,9 +829,11 @@ static bool crc_wait_locked(struct archive *a, struct member_state *st, enum crc
 
 /* Fetches the bytes of member i in [from, to) that its tracker lacks,
  * feeding its CRC, until none is missing there. Fetches of its other parts
- * run alongside, unless CRC_WAIT_ALL. */
+ * run alongside, unless CRC_WAIT_ALL. With `slotted`, each GET takes one
+ * of the mount's slots, and only while it runs: the waits for reads come
+ * first, so a copy of a member never parks the workers of other archives. */
 static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t to,
-                           enum crc_wait wait)
+                           enum crc_wait wait, bool slotted)
 {
     char key[KEY_MAX];
     int rc;
@@ -871,8 +875,15 @@ static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t 
         st->fetching_whole += wait == CRC_WAIT_ALL;
         pthread_mutex_unlock(&a->lock);
         rc = member_key(a, i, key, sizeof(key));
-        if (rc == 0)
+        if (rc == 0) {
+            /* counted as fetching while it waits for a slot: those bytes
+             * are on their way, and slot holders only fetch */
+            if (slotted)
+                slot_take(a->set);
             rc = crc_fetch(a, i, key, gap_off, gap_len);
+            if (slotted)
+                slot_give(a->set);
+        }
         pthread_mutex_lock(&a->lock);
         st->fetching--;
         st->fetching_whole -= wait == CRC_WAIT_ALL;
@@ -886,7 +897,7 @@ static int crc_fetch_range(struct archive *a, size_t i, uint64_t from, uint64_t 
 /* Makes member i's CRC known, fetching exactly the parts not seen yet. */
 static int crc_ensure(struct archive *a, size_t i)
 {
-    return crc_fetch_range(a, i, 0, a->members[i].size, CRC_WAIT_ALL);
+    return crc_fetch_range(a, i, 0, a->members[i].size, CRC_WAIT_ALL, false);
 }
 
 /* Materializing: workers take units off one cursor. A member larger than
@@ -954,9 +965,7 @@ static void *crc_worker(void *arg)
         if (known)
             continue;
         bool whole = from == 0 && to == job->a->members[i].size;
-        slot_take(job->a->set);
-        int rc = whole ? crc_ensure(job->a, i) : crc_fetch_range(job->a, i, from, to, job->wait);
-        slot_give(job->a->set);
+        int rc = crc_fetch_range(job->a, i, from, to, whole ? CRC_WAIT_ALL : job->wait, true);
         if (rc < 0)
             crc_job_fail(job, rc);
     }
@@ -1024,14 +1033,27 @@ static int crc_ensure_all(struct archive *a, const int *cancel)
     if (archive_complete(a))
         return 0;
     /* one at a time: the central directory read while a job materializes
-     * waits for it rather than fetch again the parts it has under way */
-    pthread_mutex_lock(&a->all_lock);
-    int rc = 0;
-    if (!archive_complete(a)) {
-        log_info("computing missing CRC-32s");
-        rc = crc_ensure_range(a, 0, a->layout.count, cancel);
+     * waits for it rather than fetch again the parts it has under way; a
+     * job waiting so still stops when cancelled */
+    pthread_mutex_lock(&a->lock);
+    while (a->all_running && a->crc_missing > 0) {
+        if (cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED)) {
+            pthread_mutex_unlock(&a->lock);
+            return -ECANCELED;
+        }
+        clock_cond_wait_until(&a->fed, &a->lock, clock_now_ms() + 100);
     }
-    pthread_mutex_unlock(&a->all_lock);
+    bool run = a->crc_missing > 0;
+    a->all_running = run;
+    pthread_mutex_unlock(&a->lock);
+    if (!run)
+        return 0;
+    log_info("computing missing CRC-32s");
+    int rc = crc_ensure_range(a, 0, a->layout.count, cancel);
+    pthread_mutex_lock(&a->lock);
+    a->all_running = false;
+    pthread_cond_broadcast(&a->fed);
+    pthread_mutex_unlock(&a->lock);
     return rc;
 }
 
