@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -340,7 +341,11 @@ int gcs_format_rfc3339(int64_t sec, char *out, size_t size)
     time_t t = (time_t)sec;
     if ((int64_t)t != sec || !gmtime_r(&t, &tm) || tm.tm_year < -1900 || tm.tm_year > 9999 - 1900)
         return -EINVAL;
-    if (strftime(out, size, "%Y-%m-%dT%H:%M:%S.000Z", &tm) == 0)
+    /* not strftime's %Y, which leaves a year before 1000 short of four
+     * digits ("24-01-01"), which is no RFC 3339 time */
+    int n = snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.000Z", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    if (n < 0 || (size_t)n >= size)
         return -EINVAL;
     return 0;
 }

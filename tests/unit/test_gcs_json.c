@@ -737,7 +737,7 @@ static void test_rfc3339_invalid(void **state)
         "2024-05-01T12:34:61Z",
         "2024-05-01T12:34:99Z",
         "\xef\xbc\x92\xef\xbc\x90\xef\xbc\x92\xef\xbc\x94-05-01T12:34:56Z", /* fullwidth digits */
-        "2024\xe2\x80\x90" "05-01T12:34:56Z", /* a unicode hyphen */
+        ("2024\xe2\x80\x90" "05-01T12:34:56Z"), /* a unicode hyphen (split: \x90 ends there) */
         "yesterday",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -747,6 +747,38 @@ static void test_rfc3339_invalid(void **state)
         if (rc != -EINVAL)
             fail_msg("'%s' gave %d (sec %lld), want -EINVAL", bad[i], rc, (long long)sec);
     }
+}
+
+/* What we write (an upload's customTime) is RFC 3339 for every year we
+ * accept, and reads back as the same second. */
+static void test_rfc3339_format(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t sec;
+        const char *text;
+    } cases[] = {
+        {0, "1970-01-01T00:00:00.000Z"},
+        {1764151200, "2025-11-26T10:00:00.000Z"},
+        {-61409764504, "0024-01-01T20:04:56.000Z"}, /* strftime's %Y wrote "24" */
+        {-62135596800, "0001-01-01T00:00:00.000Z"},
+        {-62167219200, "0000-01-01T00:00:00.000Z"},
+        {253402300799, "9999-12-31T23:59:59.000Z"},
+    };
+    char out[32];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(gcs_format_rfc3339(cases[i].sec, out, sizeof(out)), 0);
+        assert_string_equal(out, cases[i].text);
+        int64_t sec = 1;
+        int32_t nsec = 1;
+        assert_int_equal(gcs_parse_rfc3339(out, &sec, &nsec), 0);
+        assert_int_equal(sec, cases[i].sec);
+        assert_int_equal(nsec, 0);
+    }
+    assert_int_equal(gcs_format_rfc3339(253402300800, out, sizeof(out)), -EINVAL); /* 10000 */
+    assert_int_equal(gcs_format_rfc3339(-62167219201, out, sizeof(out)), -EINVAL); /* -1 */
+    assert_int_equal(gcs_format_rfc3339(0, out, 24), -EINVAL); /* no room for the NUL */
+    assert_int_equal(gcs_format_rfc3339(0, out, 25), 0);
 }
 
 /* ---- fuzz ------------------------------------------------------------- */
@@ -908,6 +940,7 @@ int main(void)
         cmocka_unit_test(test_rfc3339_valid),
         cmocka_unit_test(test_rfc3339_every_day),
         cmocka_unit_test(test_rfc3339_invalid),
+        cmocka_unit_test(test_rfc3339_format),
         cmocka_unit_test(test_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
