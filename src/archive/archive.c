@@ -805,6 +805,9 @@ enum crc_wait {
     CRC_WAIT_READS,
     /* the whole member: waits for reads, and for every fetch of it */
     CRC_WAIT_ALL,
+    /* a part of a fetch that holds the whole member (crc_ensure_member):
+     * waits for the reads feeding it only */
+    CRC_WAIT_FEEDS,
 };
 
 /* Waits, as `wait` says, for the reads (and fetches) bringing the bytes of
@@ -814,7 +817,9 @@ static bool crc_wait_locked(struct archive *a, struct member_state *st, enum crc
 {
     while (!st->crc_known) {
         bool fed_lately = st->fed_ms > 0 && clock_now_ms() < st->fed_ms + FEED_GRACE_MS;
-        uint32_t fetches = wait == CRC_WAIT_ALL ? st->fetching : st->fetching_whole;
+        uint32_t fetches = wait == CRC_WAIT_ALL     ? st->fetching
+                           : wait == CRC_WAIT_FEEDS ? 0
+                                                    : st->fetching_whole;
         if (wait == CRC_SKIP_READ && (st->feeding > 0 || fed_lately || fetches > 0))
             return false;
         if (st->feeding > 0 || fetches > 0)
@@ -899,6 +904,9 @@ static int crc_ensure(struct archive *a, size_t i)
 {
     return crc_fetch_range(a, i, 0, a->members[i].size, CRC_WAIT_ALL, false);
 }
+
+static int crc_run(struct archive *a, size_t first, size_t end, uint64_t part,
+                   enum crc_wait wait, size_t units, const int *cancel);
 
 /* Materializing: workers take units off one cursor. A member larger than
  * a part (the mount's prefetch_part_mb) is several units, one part each,
@@ -1025,6 +1033,41 @@ static int crc_ensure_range(struct archive *a, size_t first, size_t end, const i
     for (size_t i = first; rc == 0 && i < end; i++)
         rc = cancel && __atomic_load_n(cancel, __ATOMIC_RELAXED) ? -ECANCELED : crc_ensure(a, i);
     return rc;
+}
+
+/* A data descriptor's CRC: as crc_ensure, but a member larger than a part
+ * has its missing bytes fetched in parts, several at once (the kernel's
+ * readahead before a central directory reads the last member's descriptor
+ * first: one GET would bring a large member at one connection's speed).
+ * Once the fetches of the member under way have ended, it holds the member
+ * as a whole fetch does, so no job's part brings its bytes alongside; its
+ * parts wait only for the reads feeding it. It never waits for a job (the
+ * read asking may still feed the members after this one, which a job
+ * waits for), and its parts hold a slot only while their GET runs. */
+static int crc_ensure_member(struct archive *a, size_t i)
+{
+    uint64_t part = a->set->cfg.reader.part_size;
+    uint64_t size = a->members[i].size;
+    if (part == 0 || size <= part)
+        return crc_ensure(a, i);
+    pthread_mutex_lock(&a->lock);
+    struct member_state *st = &a->state[i];
+    crc_wait_locked(a, st, CRC_WAIT_ALL);
+    if (st->crc_known) {
+        pthread_mutex_unlock(&a->lock);
+        return 0;
+    }
+    st->fetching++;
+    st->fetching_whole++;
+    pthread_mutex_unlock(&a->lock);
+    int rc = crc_run(a, i, i + 1, part, CRC_WAIT_FEEDS, (size_t)((size + part - 1) / part), NULL);
+    pthread_mutex_lock(&a->lock);
+    st->fetching--;
+    st->fetching_whole--;
+    pthread_cond_broadcast(&a->fed);
+    pthread_mutex_unlock(&a->lock);
+    /* an interval the tracker forgot comes again */
+    return rc < 0 ? rc : crc_ensure(a, i);
 }
 
 /* Every CRC known (the central directory needs them all). */
@@ -1315,7 +1358,7 @@ ssize_t archive_read(struct archive_handle *h, char *buf, size_t size, uint64_t 
                                      at - m->data_off, in_order);
             } else {
                 feeding_end(a, &f, i + 1); /* past its data */
-                int rc = crc_ensure(a, i);
+                int rc = crc_ensure_member(a, i);
                 if (rc < 0) {
                     feeding_end(a, &f, SIZE_MAX);
                     return rc;

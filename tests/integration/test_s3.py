@@ -13,6 +13,7 @@ import errno
 import http.client
 import json
 import os
+import struct
 import subprocess
 import time
 import zipfile
@@ -268,17 +269,18 @@ class S3Test(S3TestCase):
                 return st
             time.sleep(0.05)
 
-    def slow_request_mount(self, bucket, size):
+    def slow_request_mount(self, bucket, size, options=()):
         """A bucket with d/big.bin of size bytes and d/small.txt, served at
         20 MB/s a GET (a 1 MiB part takes about 50 ms, so parts overlap),
-        mounted with 1 MiB parts, four at once."""
+        mounted with 1 MiB parts, four at once (and options)."""
         data = os.urandom(size)
         self.s3.put(bucket, "d/big.bin", data)
         self.s3.put(bucket, "d/small.txt", b"small\n")
         self.assertEqual(self.s3.control("rate", {"mbs": 20}), {"mbs": 20})
         self.addCleanup(self.s3.control, "rate", {"mbs": 0})
         m = self.mount("s3://" + bucket, options=["cache_dir=" + self.tempdir(),
-                                                  "prefetch_part_mb=1", "prefetch_parallel=4"])
+                                                  "prefetch_part_mb=1", "prefetch_parallel=4"]
+                       + list(options))
         self.s3.reset_log()
         return m, data
 
@@ -309,6 +311,35 @@ class S3Test(S3TestCase):
         # four workers: more than two GETs of it in progress at one moment
         self.assertGreaterEqual(max(r["active"] for r in gets), 3, gets)
         self.check_request_zip(m, "mat", data)
+
+    def test_descriptor_read_first_fetches_a_large_member_in_parts(self):
+        # a data descriptor read before its member's bytes (the kernel's
+        # readahead before a central directory reads the last member's)
+        # needs the member's CRC: a member larger than prefetch_part_mb comes
+        # in parts, several at once, each byte once, not in one long GET
+        size = 8 << 20
+        m, data = self.slow_request_mount("desc", size, ["max_jobs=0"])
+        z = m.path(".zipperfs", "tree", "d.zip")
+        desc_off = 30 + len("d/") + 9 + 30 + len("d/big.bin") + 9 + size
+        f = os.open(z, os.O_RDONLY)
+        try:
+            os.posix_fadvise(f, 0, 0, os.POSIX_FADV_RANDOM)  # no kernel readahead
+            desc = os.pread(f, 16, desc_off)
+        finally:
+            os.close(f)
+        self.assertEqual(desc[:4], b"PK\x07\x08")
+        self.assertEqual(struct.unpack_from("<I", desc, 4)[0], zlib.crc32(data))
+        gets = object_gets(self.s3.log(), "desc", "d/big.bin")
+        spans = sorted((int(a), int(b) + 1) for a, b in
+                       (r["range"].split("=")[1].split("-") for r in gets))
+        # each byte once: the page before the descriptor read as data, the
+        # rest in parts of at most 1 MiB
+        self.assertEqual(sum(b - a for a, b in spans), size, spans)
+        self.assertTrue(all(spans[k][1] <= spans[k + 1][0] for k in range(len(spans) - 1)),
+                        spans)
+        self.assertTrue(all(b - a <= 1 << 20 for a, b in spans), spans)
+        # four at once: more than two GETs of it in progress at one moment
+        self.assertGreaterEqual(max(r["active"] for r in gets), 3, gets)
 
     def test_central_directory_read_while_materializing_fetches_nothing_twice(self):
         # the central directory needs every CRC: read while the job is
