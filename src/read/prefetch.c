@@ -109,6 +109,15 @@ static void start_workers(struct prefetch_pool *p)
 }
 
 /* Frees the spares (p->lock held). */
+/* Bytes of buffers in use: held, less the spares (p->lock held). */
+static size_t in_use(const struct prefetch_pool *p)
+{
+    size_t spare = 0;
+    for (unsigned i = 0; i < p->nspares; i++)
+        spare += p->spares[i].len;
+    return p->held - spare;
+}
+
 static void drop_spares(struct prefetch_pool *p)
 {
     for (unsigned i = 0; i < p->nspares; i++) {
@@ -211,8 +220,12 @@ void prefetch_unregister(struct prefetch_pool *p, struct prefetch_account *a)
     if (a->registered) {
         a->registered = false;
         p->registered--;
-        if (p->registered == 0)
-            drop_spares(p); /* nobody reads ahead: give the memory back */
+        /* nobody reads ahead, nor holds a part started ahead of its open:
+         * give the memory back. While a copy goes from file to file, the
+         * next files' first parts keep the spares for the reads to come
+         * (mapping each block afresh costs page faults and zeroing) */
+        if (p->registered == 0 && in_use(p) == 0)
+            drop_spares(p);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -264,11 +277,15 @@ void prefetch_release(struct prefetch_pool *p, struct prefetch_account *a, char 
         return;
     pthread_mutex_lock(&p->lock);
     a->held -= len;
-    if (p->registered > 0 && p->nspares < PREFETCH_SPARES) {
+    /* reused while anyone reads ahead or holds other buffers */
+    bool busy = p->registered > 0 || in_use(p) > len;
+    if (busy && p->nspares < PREFETCH_SPARES) {
         p->spares[p->nspares++] = (struct spare){buf, len}; /* still held */
         buf = NULL;
     } else {
         p->held -= len;
+        if (!busy)
+            drop_spares(p); /* the last buffer in use: all given back */
     }
     pthread_mutex_unlock(&p->lock);
     buffer_unmap(buf, len);
