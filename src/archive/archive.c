@@ -1087,7 +1087,8 @@ static int crc_ensure_all(struct archive *a, const int *cancel)
         clock_cond_wait_until(&a->fed, &a->lock, clock_now_ms() + 100);
     }
     bool run = a->crc_missing > 0;
-    a->all_running = run;
+    if (run) /* not cleared otherwise: the run that owns it may still be going */
+        a->all_running = true;
     pthread_mutex_unlock(&a->lock);
     if (!run)
         return 0;
