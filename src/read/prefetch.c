@@ -108,7 +108,6 @@ static void start_workers(struct prefetch_pool *p)
     }
 }
 
-/* Frees the spares (p->lock held). */
 /* Bytes of buffers in use: held, less the spares (p->lock held). */
 static size_t in_use(const struct prefetch_pool *p)
 {
@@ -118,6 +117,7 @@ static size_t in_use(const struct prefetch_pool *p)
     return p->held - spare;
 }
 
+/* Frees the spares (p->lock held). */
 static void drop_spares(struct prefetch_pool *p)
 {
     for (unsigned i = 0; i < p->nspares; i++) {

@@ -8,8 +8,6 @@
 #include "fuzz.h"
 #include "store/gcs_json.h"
 
-static const char *const prefixes[] = {"", "a/", "dir/sub/"};
-
 static void listing(const char *json, size_t len, const char *prefix, bool tree)
 {
     struct store_listing l = {0};
@@ -17,11 +15,7 @@ static void listing(const char *json, size_t len, const char *prefix, bool tree)
     int rc = tree ? gcs_json_parse_tree_page(json, len, prefix, &l, &token)
                   : gcs_json_parse_list(json, len, prefix, &l, &token);
     if (rc == 0) {
-        FUZZ_CHECK(l.count <= l.alloc);
-        for (size_t i = 0; i < l.count; i++) {
-            FUZZ_CHECK(l.entries[i].name != NULL);
-            FUZZ_CHECK(!tree || !l.entries[i].is_dir); /* no prefixes without a delimiter */
-        }
+        fuzz_check_listing(&l, tree);
     } else {
         FUZZ_CHECK(rc == -EPROTO || rc == -ENOMEM);
     }
@@ -50,13 +44,12 @@ static void timestamp(const char *s, size_t len)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    struct fuzz_pick in;
+    if (!fuzz_pick(data, size, &in))
         return 0;
-    unsigned pick = data[0];
-    const char *rest = (const char *)data + 1;
-    size_t len = size - 1;
-    const char *prefix = prefixes[(pick >> 2) % 3];
-    switch (pick & 3) {
+    const char *rest = in.rest, *prefix = in.dir;
+    size_t len = in.len;
+    switch (in.what) {
     case 0:
         listing(rest, len, prefix, false);
         break;
